@@ -1,0 +1,438 @@
+"""Server configuration: INI file -> validated, immutable objects.
+
+Every problem is reported with the file, section and key at fault and what
+was expected, and the daemon refuses to start rather than guess: unknown keys
+are errors too, because a typo that silently does nothing costs a recording.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+
+from tia.protocol.metainfo import Subject
+from tia.protocol.packet import MAX_UDP_PAYLOAD, packet_size
+from tia.protocol.signals import UnknownSignalType, by_name
+from tia.sources import DRIVERS
+from tia.sources.base import ON_ERROR_POLICIES, ChannelSpec, SourceSpec
+
+DEFAULT_CONTROL = "tcp:9000:interface=127.0.0.1"
+UDP_MODES = ("off", "unicast", "broadcast", "multicast")
+SOURCE_PREFIX = "source:"
+
+
+class ConfigError(ValueError):
+    """A configuration the server will not start with."""
+
+    def __init__(
+        self, message: str, path: str | None = None, section: str | None = None, key: str | None = None
+    ) -> None:
+        self.path, self.section, self.key, self.message = path, section, key, message
+        where = []
+        if path:
+            where.append(str(path))
+        if section:
+            where.append(f"[{section}]")
+        if key:
+            where.append(key)
+        super().__init__((" ".join(where) + ": " if where else "") + message)
+
+
+@dataclass(frozen=True)
+class UDPConfig:
+    """How UDP data goes out: to each requesting client, or to one broadcast/multicast address."""
+
+    mode: str = "unicast"
+    address: str | None = None
+    port: int = 0
+    ttl: int = 1
+    interface: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    sources: tuple[SourceSpec, ...]
+    subject: Subject = field(default_factory=Subject)
+    control: str = DEFAULT_CONTROL
+    udp: UDPConfig = field(default_factory=UDPConfig)
+    backlog_seconds: float = 2.0
+    max_line_length: int = 1024
+    max_content_length: int = 1 << 20
+    path: str | None = None
+
+    @property
+    def master(self) -> SourceSpec:
+        """The first periodic source: its rate and block size set the packet rate."""
+        return next(s for s in self.sources if not s.aperiodic)
+
+    @property
+    def packet_rate(self) -> Fraction:
+        return self.master.packet_rate
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+class _Section:
+    """One INI section whose keys are consumed as they are read; leftovers are errors."""
+
+    def __init__(self, path: str | None, name: str, items: Mapping[str, str]) -> None:
+        self.path, self.name = path, name
+        self._items = dict(items)
+        self._used: set[str] = set()
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(message, self.path, self.name, key)
+
+    def has(self, key: str) -> bool:
+        return key in self._items
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        self._used.add(key)
+        value = self._items.get(key)
+        if value is None:
+            return default
+        return value.strip()
+
+    def required(self, key: str, expected: str) -> str:
+        value = self.text(key)
+        if not value:
+            raise self.error(key, f"missing; expected {expected}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.text(key)
+        if value is None or value == "":
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise self.error(key, f"{value!r} is not an integer") from None
+        if not low <= number <= high:
+            raise self.error(key, f"{number} is out of range {low}..{high}")
+        return number
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.text(key)
+        if value is None or value == "":
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise self.error(key, f"{value!r} is not a number") from None
+        if not number > 0 or number == float("inf"):
+            raise self.error(key, f"{value!r} must be a positive number")
+        return number
+
+    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        value = (self.text(key) or default).lower()
+        if value not in choices:
+            raise self.error(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def check_all_used(self, extra: str = "") -> None:
+        unknown = sorted(set(self._items) - self._used)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key{extra}")
+
+    def remaining(self) -> list[str]:
+        return [key for key in self._items if key not in self._used]
+
+
+def _parse_rate(section: _Section, key: str) -> Fraction:
+    text = section.required(key, "a sampling rate in Hz, e.g. 512")
+    try:
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise section.error(key, f"{text!r} is not a number") from None
+    if rate <= 0:
+        raise section.error(key, f"{text!r} must be positive")
+    return rate
+
+
+def _parse_channels(section: _Section, default_type: str | None) -> tuple[ChannelSpec, ...]:
+    text = section.required(
+        "channels", "a channel count (e.g. 16) or labels (e.g. Fp1, Fp2, HEOG:eog)"
+    )
+    type_name = default_type
+    if text.isdigit():
+        count = int(text)
+        if not 1 <= count <= 0xFFFF:
+            raise section.error("channels", f"{count} is out of range 1..65535")
+        if type_name is None:
+            raise section.error("type", "missing; expected the TiA signal type of the channels")
+        try:
+            signal_type = by_name(type_name)
+        except UnknownSignalType as error:
+            raise section.error("type", str(error)) from None
+        return tuple(ChannelSpec(f"{signal_type.name}{n}", signal_type) for n in range(1, count + 1))
+
+    channels = []
+    for item in text.split(","):
+        label, colon, channel_type = item.strip().rpartition(":")
+        if not colon:
+            label, channel_type = channel_type, ""
+        label, channel_type = label.strip(), channel_type.strip()
+        if not label:
+            raise section.error("channels", f"empty channel label in {text!r}")
+        chosen = channel_type or type_name
+        if not chosen:
+            raise section.error(
+                "type", f"missing; channel {label!r} has no type (write {label}:eeg or set type)"
+            )
+        try:
+            signal_type = by_name(chosen)
+        except UnknownSignalType as error:
+            key = "channels" if channel_type else "type"
+            raise section.error(key, str(error)) from None
+        channels.append(ChannelSpec(label, signal_type))
+    if len(channels) > 0xFFFF:
+        raise section.error("channels", "more than 65535 channels")
+    return tuple(channels)
+
+
+def _parse_source(section: _Section) -> SourceSpec:
+    name = section.name[len(SOURCE_PREFIX):].strip()
+    if not name:
+        raise section.error(None, "a source section needs a name: [source:NAME]")
+    driver_name = section.required("driver", f"one of {', '.join(DRIVERS)}")
+    driver = DRIVERS.get(driver_name)
+    if driver is None:
+        raise section.error("driver", f"unknown driver {driver_name!r}; known: {', '.join(DRIVERS)}")
+    channels = _parse_channels(section, section.text("type"))
+    aperiodic = {c.type.aperiodic for c in channels}
+    if len(aperiodic) > 1 or (True in aperiodic and len({c.type for c in channels}) > 1):
+        raise section.error(
+            "channels",
+            "an aperiodic type (button, axis, keycode, mouse-button, event) must be the only "
+            "type of its source; put periodic and aperiodic channels in separate sources",
+        )
+    is_aperiodic = aperiodic == {True}
+    if driver.periodic is True and is_aperiodic:
+        raise section.error("driver", f"driver {driver_name!r} only feeds periodic signal types")
+    if driver.periodic is False and not is_aperiodic:
+        raise section.error(
+            "driver", f"driver {driver_name!r} only feeds aperiodic types (button, axis, keycode, event)"
+        )
+
+    if is_aperiodic:
+        # polled once per master tick; rate and block size are the packet grid's
+        for key in ("rate", "blocksize"):
+            if section.text(key):
+                raise section.error(key, "aperiodic sources are polled once per packet; remove it")
+        rate = Fraction(1)  # replaced by the packet rate once the master is known
+        block_size = 1
+    else:
+        rate = _parse_rate(section, "rate")
+        block_size = section.integer("blocksize", 1, 1, 0xFFFF)
+
+    on_error = section.choice("on_error", "stop-signal", ON_ERROR_POLICIES)
+    options: dict[str, object] = {}
+    for key in section.remaining():
+        parser = driver.options.get(key)
+        if parser is None:
+            known = ", ".join(sorted(driver.options)) or "none"
+            raise section.error(key, f"unknown key for driver {driver_name!r} (its options: {known})")
+        text = section.text(key) or ""
+        try:
+            options[key] = parser(text)
+        except ValueError as error:
+            raise section.error(key, f"invalid value {text!r}: {error}") from None
+    spec = SourceSpec(name, driver_name, rate, block_size, channels, options, on_error)
+    try:
+        driver.factory(spec)  # drivers check their options (count per channel...) when built
+    except Exception as error:
+        raise section.error(None, f"driver {driver_name!r} rejects this source: {error}") from None
+    return spec
+
+
+def _parse_udp(section: _Section) -> UDPConfig:
+    mode = section.choice("mode", "unicast", UDP_MODES)
+    address = section.text("address") or None
+    port = section.integer("port", 0, 0, 65535)
+    ttl = section.integer("ttl", 1, 0, 255)
+    interface = section.text("interface") or None
+    if mode in ("broadcast", "multicast"):
+        if address is None:
+            raise section.error("address", f"missing; {mode} needs the destination address")
+        try:
+            parsed = ipaddress.IPv4Address(address)
+        except ValueError:
+            raise section.error("address", f"{address!r} is not an IPv4 address") from None
+        if mode == "multicast" and not parsed.is_multicast:
+            raise section.error("address", f"{address} is not a multicast group (224.0.0.0/4)")
+        if port == 0:
+            raise section.error("port", f"missing; {mode} needs the destination UDP port")
+    elif address is not None:
+        raise section.error("address", f"only used with mode broadcast or multicast, not {mode}")
+    return UDPConfig(mode, address, port, ttl, interface)
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    """Read and validate a server INI file."""
+    path_text = str(path)
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True, empty_lines_in_values=False
+    )
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError("file not found", path_text) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read: {error}", path_text) from None
+    except configparser.Error as error:
+        raise ConfigError(" ".join(str(error).split()), path_text) from None
+    return parse_config(parser, path_text)
+
+
+def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> ServerConfig:
+    sections = {name: _Section(path, name, parser[name]) for name in parser.sections()}
+    known = {"server", "subject", "udp"}
+    for name in sections:
+        if name not in known and not name.startswith(SOURCE_PREFIX):
+            raise ConfigError(
+                "unknown section (expected [server], [subject], [udp] or [source:NAME])", path, name
+            )
+
+    server = sections.get("server") or _Section(path, "server", {})
+    subject_section = sections.get("subject") or _Section(path, "subject", {})
+    udp_section = sections.get("udp") or _Section(path, "udp", {})
+    subject = Subject(
+        subject_section.text("id", "") or "",
+        subject_section.text("first_name", "") or "",
+        subject_section.text("surname", "") or "",
+    )
+    subject_section.check_all_used()
+    control = server.text("control") or DEFAULT_CONTROL
+    backlog = server.positive("backlog", 2.0)
+    max_line = server.integer("max_line_length", 1024, 64, 1 << 20)
+    max_content = server.integer("max_content_length", 1 << 20, 1024, 64 << 20)
+    server.check_all_used()
+    udp = _parse_udp(udp_section)
+    udp_section.check_all_used()
+
+    source_sections = [s for name, s in sections.items() if name.startswith(SOURCE_PREFIX)]
+    if not source_sections:
+        raise ConfigError("no [source:NAME] section: the server would have nothing to send", path)
+    specs = _with_aperiodic_rates([_parse_source(section) for section in source_sections])
+    for section in source_sections:
+        section.check_all_used()
+    config = ServerConfig(
+        tuple(specs), subject, control, udp, backlog, max_line, max_content, path
+    )
+    validate(config)
+    return config
+
+
+def _with_aperiodic_rates(specs: Sequence[SourceSpec]) -> list[SourceSpec]:
+    """Aperiodic sources are polled once per packet: their rate is the packet rate."""
+    periodic = [s for s in specs if not s.aperiodic]
+    if not periodic:
+        return list(specs)
+    rate = periodic[0].packet_rate
+    return [replace(s, sampling_rate=rate, block_size=1) if s.aperiodic else s for s in specs]
+
+
+def validate(config: ServerConfig) -> None:
+    """Cross-source rules: one master packet rate, one rate per signal type, UDP size."""
+    path = config.path
+    periodic = [s for s in config.sources if not s.aperiodic]
+    if not periodic:
+        raise ConfigError(
+            "no periodic source: a periodic signal (eeg, emg, ...) sets the packet rate", path
+        )
+    names = [s.name for s in config.sources]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"two sources are named {name!r}", path, f"{SOURCE_PREFIX}{name}")
+    master = periodic[0]
+    for spec in periodic[1:]:
+        if spec.packet_rate != master.packet_rate:
+            raise ConfigError(
+                f"rate / blocksize = {_fmt(spec.packet_rate)} packets/s, but the master source "
+                f"[{SOURCE_PREFIX}{master.name}] sends {_fmt(master.packet_rate)} packets/s "
+                f"({_fmt(master.sampling_rate)} Hz / {master.block_size}); every periodic signal "
+                "must cover the same time per packet",
+                path, f"{SOURCE_PREFIX}{spec.name}", "blocksize",
+            )
+    owners: dict[int, SourceSpec] = {}
+    for spec in config.sources:
+        for channel in spec.channels:
+            other = owners.setdefault(channel.type.flag, spec)
+            if other is not spec and (
+                other.sampling_rate != spec.sampling_rate or other.block_size != spec.block_size
+                or spec.aperiodic
+            ):
+                raise ConfigError(
+                    f"signal type {channel.type.name!r} is also fed by [{SOURCE_PREFIX}{other.name}] "
+                    "with another rate or block size (or is aperiodic); one signal type has one "
+                    "rate and block size",
+                    path, f"{SOURCE_PREFIX}{spec.name}", "channels",
+                )
+    if config.udp.mode != "off":
+        shapes: dict[int, tuple[int, int]] = {}
+        for spec in config.sources:
+            for channel in spec.channels:
+                count, block = shapes.get(channel.type.flag, (0, spec.block_size))
+                shapes[channel.type.flag] = (count + 1, block)
+        largest = packet_size(list(shapes.values()))
+        if largest > MAX_UDP_PAYLOAD:
+            raise ConfigError(
+                f"a packet with every signal is {largest} bytes, more than one UDP datagram "
+                f"carries ({MAX_UDP_PAYLOAD}); set mode = off or use smaller blocks",
+                path, "udp", "mode",
+            )
+
+
+def _fmt(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+
+
+def with_control_port(config: ServerConfig, port: int) -> ServerConfig:
+    """The config with its control endpoint's port replaced (``--port``)."""
+    parts = config.control.split(":")
+    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2:
+        raise ConfigError(f"--port cannot change the endpoint {config.control!r}", config.path, "server", "control")
+    for index, part in enumerate(parts[1:], start=1):
+        if part.startswith("port="):
+            parts[index] = f"port={port}"
+            break
+        if "=" not in part:
+            parts[index] = str(port)
+            break
+    else:
+        parts.insert(1, str(port))
+    return replace(config, control=":".join(parts))
+
+
+def sources_from_signal_options(values: Sequence[str]) -> tuple[SourceSpec, ...]:
+    """Synthetic sources from ``--signal TYPE:CHANNELS:RATE:BLOCKSIZE[:WAVE]``; the first is master."""
+    waves = [name for name, driver in DRIVERS.items() if driver.periodic is not False and name != "callback"]
+    specs = []
+    for index, value in enumerate(values, start=1):
+        parts = value.split(":")
+        if len(parts) not in (4, 5):
+            raise ConfigError(f"{value!r} is not TYPE:CHANNELS:RATE:BLOCKSIZE[:WAVE]", key="--signal")
+        type_name, channel_text, rate_text, block_text = parts[:4]
+        wave = parts[4] if len(parts) == 5 else "sine"
+        if wave not in waves:
+            raise ConfigError(f"{value!r}: WAVE {wave!r} is not one of {', '.join(waves)}", key="--signal")
+        try:
+            signal_type = by_name(type_name)
+            count = int(channel_text)
+            rate = Fraction(rate_text)
+            block = int(block_text)
+        except (UnknownSignalType, ValueError, ZeroDivisionError) as error:
+            raise ConfigError(f"{value!r}: {error}", key="--signal") from None
+        if not 1 <= count <= 0xFFFF or rate <= 0 or not 1 <= block <= 0xFFFF:
+            raise ConfigError(f"{value!r}: channels, rate and block size must be positive", key="--signal")
+        channels = tuple(ChannelSpec(f"{signal_type.name}{n}", signal_type) for n in range(1, count + 1))
+        specs.append(SourceSpec(f"signal{index}", wave, rate, block, channels))
+    if specs and specs[0].aperiodic:
+        raise ConfigError("the first --signal is the master and must be periodic", key="--signal")
+    return tuple(_with_aperiodic_rates(specs))

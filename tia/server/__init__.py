@@ -1,0 +1,1 @@
+"""Twisted adapters of the daemon: clock, control channel, data channels, server state."""

@@ -1,0 +1,222 @@
+"""The control channel: a ``LineReceiver`` that frames, the sans-IO parser that parses.
+
+One ``TiAControlProtocol`` per client holds that client's session: its data
+connection (TCP or UDP), whether it is streaming, and nothing else. Every
+reply is built by ``tia.protocol.control`` and written in one ``write``,
+because some peers read a reply with a single ``recv``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTCP
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from tia.protocol.control import (
+    OK_REPLY,
+    Command,
+    ControlMessage,
+    ControlParser,
+    ControlProtocolError,
+    build_error,
+    build_message,
+)
+from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
+
+if TYPE_CHECKING:
+    from tia.server.service import TiAServerFactory
+
+log = Logger()
+
+
+class TiAControlProtocol(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, server: TiAServerFactory) -> None:
+        self.server = server
+        self.parser = ControlParser(server.config.max_line_length, server.config.max_content_length)
+        self.MAX_LENGTH = server.config.max_line_length
+        self.peer_host = "?"
+        self.local_host = "127.0.0.1"
+        self.started = False
+        self.tcp_listener: TCPDataListener | None = None
+        self.tcp_data: TCPDataProtocol | None = None
+        self.udp_destination: UDPDestination | None = None
+        self.closed: Deferred[None] = Deferred()
+        self._handlers: dict[str, Callable[[ControlMessage], bytes]] = {
+            Command.CHECK_PROTOCOL_VERSION: lambda message: OK_REPLY,
+            Command.GET_METAINFO: lambda message: self.server.metainfo_reply,
+            Command.GET_DATA_CONNECTION: self._get_data_connection,
+            Command.START_DATA_TRANSMISSION: self._start,
+            Command.STOP_DATA_TRANSMISSION: self._stop,
+            Command.GET_SERVER_STATE_CONNECTION: self._get_server_state_connection,
+            Command.SET_CUSTOM_SIGNAL_INFO: lambda message: build_error(
+                "SetCustomSignalInfo is not supported yet"
+            ),
+        }
+
+    # ------------------------------------------------------------ framing
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        peer, local = self.transport.getPeer(), self.transport.getHost()
+        self.peer_host = getattr(peer, "host", "?")
+        self.local_host = getattr(local, "host", "127.0.0.1")
+        self.server.controls.add(self)
+        log.info("control connection from {peer}", peer=f"{self.peer_host}:{getattr(peer, 'port', '?')}")
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            message = self.parser.line_received(line)
+        except ControlProtocolError as error:
+            self._violation(str(error))
+            return
+        if message is not None:
+            self._dispatch(message)
+        elif self.parser.content_remaining:
+            self.setRawMode()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        message, rest = self.parser.content_received(data)
+        if message is None:
+            return
+        self._dispatch(message)
+        self.setLineMode(rest)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._violation(f"control line longer than {self.MAX_LENGTH} bytes")
+
+    def _violation(self, reason: str) -> None:
+        """Framing is lost: say why, then close (the reference closes without a word)."""
+        assert self.transport is not None
+        if self.transport.disconnecting:  # type: ignore[attr-defined]
+            return
+        log.warn("closing control connection from {peer}: {reason}", peer=self.peer_host, reason=reason)
+        self.transport.write(build_error(reason))
+        self.transport.loseConnection()
+
+    def _dispatch(self, message: ControlMessage) -> None:
+        assert self.transport is not None
+        handler = self._handlers.get(message.command)
+        if handler is None:
+            log.info("unknown command {command!r} from {peer}", command=message.command, peer=self.peer_host)
+            reply = build_error()  # the reference's exact reply; the connection stays usable
+        else:
+            reply = handler(message)
+        self.transport.write(reply)
+
+    # ------------------------------------------------------------ commands
+
+    def _get_data_connection(self, message: ControlMessage) -> bytes:
+        kind = message.parameter
+        if kind not in ("TCP", "UDP"):
+            return build_error("GetDataConnection needs the parameter TCP or UDP")
+        if self.tcp_listener is not None or self.tcp_data is not None or self.udp_destination is not None:
+            return build_error("this control connection already has a data connection")
+        if kind == "TCP":
+            port = self._open_tcp_data()
+        else:
+            result = self._open_udp_data()
+            if isinstance(result, bytes):
+                return result
+            port = result
+        return build_message(Command.DATA_CONNECTION_PORT, str(port))
+
+    def _open_tcp_data(self) -> int:
+        listener = TCPDataListener(
+            self.peer_host, self.server.backlog_bytes, self._tcp_data_connected, self._tcp_data_lost
+        )
+        reactor: IReactorTCP = self.server.reactor  # type: ignore[assignment]
+        listener.port = reactor.listenTCP(0, listener, interface=self.local_host)
+        self.tcp_listener = listener
+        port: int = listener.port.getHost().port  # type: ignore[attr-defined]
+        return port
+
+    def _open_udp_data(self) -> int | bytes:
+        udp = self.server.config.udp
+        if self.server.udp_sender is None:
+            return build_error("UDP data is switched off on this server (udp mode = off)")
+        if udp.mode == "unicast":
+            port = udp.port or free_udp_port(self.local_host)
+            self.udp_destination = UDPDestination(self.server.udp_sender, (self.peer_host, port))
+            return port
+        assert udp.address is not None and self.server.udp_group is not None
+        if udp.mode == "broadcast" and not _same_subnet_24(udp.address, self.peer_host):
+            return build_error("Target and remote subnet do not match!")
+        self.udp_destination = self.server.udp_group
+        return udp.port
+
+    def _start(self, message: ControlMessage) -> bytes:
+        if not self._has_data_connection():
+            return build_error("no data connection: send GetDataConnection first")
+        self.started = True
+        self._update_subscription()
+        return OK_REPLY
+
+    def _stop(self, message: ControlMessage) -> bytes:
+        if not self._has_data_connection():
+            return build_error("no data connection: send GetDataConnection first")
+        self.started = False
+        self._update_subscription()
+        return OK_REPLY
+
+    def _get_server_state_connection(self, message: ControlMessage) -> bytes:
+        port = self.server.state.port_for(self.local_host)
+        return build_message(Command.SERVER_STATE_CONNECTION_PORT, str(port))
+
+    # ------------------------------------------------------------ data plumbing
+
+    def _has_data_connection(self) -> bool:
+        return self.tcp_listener is not None or self.tcp_data is not None or self.udp_destination is not None
+
+    def _tcp_data_connected(self, protocol: TCPDataProtocol) -> None:
+        self.tcp_listener = None
+        self.tcp_data = protocol
+        log.info("data connection (TCP) from {peer}", peer=protocol.peer)
+        self._update_subscription()
+
+    def _tcp_data_lost(self, protocol: TCPDataProtocol) -> None:
+        self.server.hub.unsubscribe(protocol)
+        if self.tcp_data is protocol:
+            self.tcp_data = None
+        log.info(
+            "data connection (TCP) from {peer} closed after {packets} packets ({dropped} dropped)",
+            peer=protocol.peer, packets=protocol.packets, dropped=protocol.dropped,
+        )
+
+    def _update_subscription(self) -> None:
+        hub = self.server.hub
+        if self.udp_destination is not None and self.udp_destination is self.server.udp_group:
+            self.server.set_group_member(self, self.started)
+        elif self.udp_destination is not None:
+            (hub.subscribe if self.started else hub.unsubscribe)(self.udp_destination)
+        if self.tcp_data is not None:
+            (hub.subscribe if self.started else hub.unsubscribe)(self.tcp_data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.started = False
+        self._update_subscription()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
+            self.tcp_listener = None
+        if self.tcp_data is not None and self.tcp_data.transport is not None:
+            self.tcp_data.transport.loseConnection()
+        self.udp_destination = None
+        self.server.controls.discard(self)
+        log.info("control connection from {peer} closed", peer=self.peer_host)
+        self.closed.callback(None)
+
+
+def _same_subnet_24(address: str, peer: str) -> bool:
+    """The reference's broadcast rule: the client must be in the /24 of the broadcast address."""
+    try:
+        network = ipaddress.IPv4Network(f"{address}/24", strict=False)
+        return ipaddress.IPv4Address(peer) in network
+    except ValueError:
+        return False

@@ -1,0 +1,203 @@
+"""Data channels: a TCP connection per client, and UDP destinations.
+
+Every subscriber numbers its own packets from 0 (the connection packet
+number); a packet it had to drop still takes its number, so the client sees
+its loss as a gap. A TCP client that stops reading never delays the others:
+the connection is a streaming producer, and once paused it may fall behind by
+at most ``backlog_bytes`` before further packets are dropped.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer, ITCPTransport
+from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
+
+log = Logger()
+
+
+@implementer(IPushProducer)
+class TCPDataProtocol(Protocol):
+    """One client's TCP data connection."""
+
+    def __init__(self, backlog_bytes: int, on_lost: Callable[[TCPDataProtocol], None]) -> None:
+        self.backlog_bytes = backlog_bytes
+        self._on_lost = on_lost
+        self.packets = 0
+        self.dropped = 0
+        self.paused = False
+        self._paused_bytes = 0
+        self._dropped_this_pause = 0
+        self.peer = "?"
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+            self.transport.setTcpKeepAlive(True)
+        self.transport.registerProducer(self, True)
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
+        number = self.packets
+        self.packets = number + 1
+        if self.paused:
+            size = FIXED_HEADER_SIZE + len(body)
+            if self._paused_bytes + size > self.backlog_bytes:
+                self.dropped += 1
+                if not self._dropped_this_pause:
+                    log.warn(
+                        "data client {peer} is not keeping up: dropping packets from "
+                        "connection packet number {number} on", peer=self.peer, number=number,
+                    )
+                self._dropped_this_pause += 1
+                return
+            self._paused_bytes += size
+        assert self.transport is not None
+        self.transport.writeSequence(
+            (encode_header(len(body), flags, packet_id, number, timestamp), body)
+        )
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._paused_bytes = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self._dropped_this_pause:
+            log.warn(
+                "data client {peer} caught up after {count} packets were dropped",
+                peer=self.peer, count=self._dropped_this_pause,
+            )
+            self._dropped_this_pause = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        """Clients have nothing to say on the data connection; ignore it."""
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._on_lost(self)
+
+
+class TCPDataListener(ServerFactory):
+    """The one-shot port a client's TCP data connection arrives on.
+
+    It accepts a single connection, from the host of the control connection
+    that asked for it, then stops listening.
+    """
+
+    def __init__(
+        self,
+        peer_host: str,
+        backlog_bytes: int,
+        on_connected: Callable[[TCPDataProtocol], None],
+        on_lost: Callable[[TCPDataProtocol], None],
+    ) -> None:
+        self.peer_host = peer_host
+        self.backlog_bytes = backlog_bytes
+        self._on_connected = on_connected
+        self._on_lost = on_lost
+        self.port: IListeningPort | None = None
+        self.accepted: TCPDataProtocol | None = None
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        host = getattr(addr, "host", None)
+        if self.accepted is not None or host != self.peer_host:
+            log.warn(
+                "refused a data connection from {host}: this port belongs to {owner}",
+                host=host, owner=self.peer_host,
+            )
+            return None
+        protocol = _ConnectedTCPDataProtocol(self)
+        self.accepted = protocol
+        self.close()
+        return protocol
+
+    def close(self) -> None:
+        if self.port is not None:
+            port, self.port = self.port, None
+            port.stopListening()
+
+
+class _ConnectedTCPDataProtocol(TCPDataProtocol):
+    def __init__(self, listener: TCPDataListener) -> None:
+        super().__init__(listener.backlog_bytes, listener._on_lost)
+        self._listener = listener
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._listener._on_connected(self)
+
+
+class UDPSender(DatagramProtocol):
+    """The one UDP socket all datagrams leave from; send errors are counted, never fatal."""
+
+    def __init__(self, broadcast: bool = False, multicast_ttl: int = 1, multicast_interface: str | None = None) -> None:
+        self.broadcast = broadcast
+        self.multicast_ttl = multicast_ttl
+        self.multicast_interface = multicast_interface
+        self.sent = 0
+        self.errors = 0
+
+    def startProtocol(self) -> None:
+        assert self.transport is not None
+        if self.broadcast:
+            self.transport.setBroadcastAllowed(True)
+        set_ttl = getattr(self.transport, "setTTL", None)
+        if set_ttl is not None:
+            set_ttl(self.multicast_ttl)
+        if self.multicast_interface and hasattr(self.transport, "setOutgoingInterface"):
+            self.transport.setOutgoingInterface(self.multicast_interface)
+        sock = getattr(self.transport, "socket", None)
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+    def send(self, datagram: bytes, address: tuple[str, int]) -> None:
+        assert self.transport is not None
+        try:
+            self.transport.write(datagram, address)
+        except OSError as error:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 1000 == 0:
+                log.warn(
+                    "UDP send to {address} failed ({error}); {count} datagrams lost so far",
+                    address=address, error=error, count=self.errors,
+                )
+        else:
+            self.sent += 1
+
+
+class UDPDestination:
+    """A UDP subscriber: a unicast client, or the shared broadcast/multicast group."""
+
+    def __init__(self, sender: UDPSender, address: tuple[str, int]) -> None:
+        self.sender = sender
+        self.address = address
+        self.packets = 0
+        self.users = 0
+
+    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
+        number = self.packets
+        self.packets = number + 1
+        self.sender.send(encode_header(len(body), flags, packet_id, number, timestamp) + body, self.address)
+
+    def __repr__(self) -> str:
+        return f"<UDPDestination {self.address[0]}:{self.address[1]}>"
+
+
+def free_udp_port(host: str) -> int:
+    """A UDP port free on ``host`` right now, for a unicast client to bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port

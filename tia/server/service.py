@@ -1,0 +1,205 @@
+"""The daemon as a Twisted service: sources, clock, hub and the three channels wired up.
+
+``TiAService`` owns everything with a lifetime: it binds the control port in
+``privilegedStartService`` (so a taken port fails start-up), starts sources
+and the clock in ``startService``, and on a graceful stop tells server-state
+clients ``ServerStateShutdown`` before closing every connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, IReactorTCP, IReactorTime, IReactorUDP
+from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tia.config import ServerConfig
+from tia.protocol.control import SERVER_STATE_RUNNING, SERVER_STATE_SHUTDOWN, Command, build_message
+from tia.server.clock import MasterClock, MonotonicClock
+from tia.server.control import TiAControlProtocol
+from tia.server.data import UDPDestination, UDPSender
+from tia.server.stream import StreamHub
+from tia.sources import build_source
+from tia.sources.base import ISource
+
+log = Logger()
+
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+class ServerStateProtocol(Protocol):
+    """Pushes server state; the client never writes."""
+
+    def __init__(self, channel: ServerStateChannel) -> None:
+        self.channel = channel
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.channel.clients.add(self)
+        self.transport.write(SERVER_STATE_RUNNING)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Nothing is expected from the client here."""
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.channel.clients.discard(self)
+        self.closed.callback(None)
+
+
+class ServerStateChannel(ServerFactory):
+    """One server-state port per local interface, opened when first asked for."""
+
+    def __init__(self, reactor: IReactorTCP) -> None:
+        self.reactor = reactor
+        self.clients: set[ServerStateProtocol] = set()
+        self.ports: dict[str, IListeningPort] = {}
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        return ServerStateProtocol(self)
+
+    def port_for(self, host: str) -> int:
+        if host not in self.ports:
+            self.ports[host] = self.reactor.listenTCP(0, self, interface=host)
+        port: int = self.ports[host].getHost().port  # type: ignore[attr-defined]
+        return port
+
+    def announce_shutdown(self) -> None:
+        for client in tuple(self.clients):
+            if client.transport is not None:
+                client.transport.write(SERVER_STATE_SHUTDOWN)
+                client.transport.loseConnection()
+
+    def stop_listening(self) -> None:
+        for port in self.ports.values():
+            port.stopListening()
+        self.ports.clear()
+
+
+class TiAServerFactory(Factory):
+    """Per-server state shared by all control connections."""
+
+    protocol = TiAControlProtocol
+
+    def __init__(self, config: ServerConfig, hub: StreamHub, reactor: Any) -> None:
+        self.config = config
+        self.hub = hub
+        self.reactor = reactor
+        self.controls: set[TiAControlProtocol] = set()
+        self.metainfo_reply = build_message(Command.METAINFO, content=hub.metainfo.to_xml())
+        per_second = float(hub.packet_rate) * hub.max_packet_size
+        self.backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * hub.max_packet_size)
+        self.state = ServerStateChannel(reactor)
+        self.udp_sender: UDPSender | None = None
+        self.udp_group: UDPDestination | None = None
+        self._group_members: set[TiAControlProtocol] = set()
+        udp = config.udp
+        if udp.mode != "off":
+            self.udp_sender = UDPSender(udp.mode == "broadcast", udp.ttl, udp.interface)
+            if udp.mode in ("broadcast", "multicast"):
+                assert udp.address is not None
+                self.udp_group = UDPDestination(self.udp_sender, (udp.address, udp.port))
+
+    def buildProtocol(self, addr: IAddress) -> TiAControlProtocol:
+        return TiAControlProtocol(self)
+
+    def set_group_member(self, control: TiAControlProtocol, streaming: bool) -> None:
+        """The shared broadcast/multicast stream flows while any of its clients is started."""
+        assert self.udp_group is not None
+        (self._group_members.add if streaming else self._group_members.discard)(control)
+        if self._group_members:
+            self.hub.subscribe(self.udp_group)
+        else:
+            self.hub.unsubscribe(self.udp_group)
+
+
+class TiAService(MultiService):
+    """The whole daemon. ``sources`` overrides the configured ones (the seed-compatible API)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        reactor: Any = None,
+        sources: Sequence[ISource] | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        built = list(sources) if sources is not None else [build_source(s) for s in config.sources]
+        self.hub = StreamHub(built, config.subject, on_fatal=self._fatal)
+        self.clock = MasterClock(self.hub.packet_rate, self.hub.run_tick, clock or MonotonicClock(reactor))
+        self.factory = TiAServerFactory(config, self.hub, reactor)
+        self.control_service = strports.service(config.control, self.factory, reactor=reactor)
+        self.control_service.setServiceParent(self)
+        self._udp_port: IListeningPort | None = None
+
+    @property
+    def control_port(self) -> int:
+        """The bound control port (useful with ``tcp:0``)."""
+        port = self.control_service._waitingForPort  # type: ignore[attr-defined]
+        listening: IListeningPort = port.result
+        return listening.getHost().port  # type: ignore[attr-defined, no-any-return]
+
+    def startService(self) -> None:
+        self.hub.start_sources()
+        if self.factory.udp_sender is not None:
+            udp_reactor: IReactorUDP = self.reactor
+            interface = self.config.udp.interface or ""
+            self._udp_port = udp_reactor.listenUDP(0, self.factory.udp_sender, interface=interface)
+        super().startService()
+        self.clock.start()
+        log.info(
+            "TiA server streaming {signals} at {rate} packets/s on {control}",
+            signals=", ".join(
+                f"{s.type.name} {s.num_channels}ch@{s.sampling_rate:g}Hz/{s.block_size}"
+                for s in self.hub.metainfo.signals
+            ),
+            rate=float(self.hub.packet_rate), control=self.config.control,
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """Graceful stop: state clients hear ``ServerStateShutdown`` before anything closes."""
+        log.info("TiA server stopping")
+        self.factory.state.announce_shutdown()
+        self.clock.stop()
+        waiting: list[Deferred[Any]] = [client.closed for client in self.factory.state.clients]
+        for control in tuple(self.factory.controls):
+            waiting.append(control.closed)
+            if control.transport is not None:
+                control.transport.loseConnection()
+        self.factory.state.stop_listening()
+        if self._udp_port is not None:
+            waiting.append(defer.maybeDeferred(self._udp_port.stopListening))
+            self._udp_port = None
+        waiting.append(defer.maybeDeferred(super().stopService))
+        done: Deferred[Any] = defer.DeferredList(waiting, consumeErrors=True)
+        timer = self.reactor.callLater(SHUTDOWN_GRACE_SECONDS, self._abort_connections)
+        done.addBoth(lambda _: timer.cancel() if timer.active() else None)
+        done.addBoth(lambda _: self.hub.stop_sources())
+        return done
+
+    def _abort_connections(self) -> None:
+        for control in tuple(self.factory.controls):
+            if control.transport is not None:
+                control.transport.abortConnection()  # type: ignore[attr-defined]
+        for client in tuple(self.factory.state.clients):
+            if client.transport is not None:
+                client.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _fatal(self, reason: str) -> None:
+        core: IReactorCore = self.reactor
+        log.critical("stopping the server: {reason}", reason=reason)
+        core.callWhenRunning(core.stop)
+
