@@ -96,6 +96,8 @@ class TCPDataListener(ServerFactory):
     that asked for it, then stops listening.
     """
 
+    noisy = False
+
     def __init__(
         self,
         peer_host: str,
@@ -141,6 +143,8 @@ class _ConnectedTCPDataProtocol(TCPDataProtocol):
 
 class UDPSender(DatagramProtocol):
     """The one UDP socket all datagrams leave from; send errors are counted, never fatal."""
+
+    noisy = False
 
     def __init__(self, broadcast: bool = False, multicast_ttl: int = 1, multicast_interface: str | None = None) -> None:
         self.broadcast = broadcast

@@ -57,6 +57,8 @@ class ServerStateProtocol(Protocol):
 class ServerStateChannel(ServerFactory):
     """One server-state port per local interface, opened when first asked for."""
 
+    noisy = False
+
     def __init__(self, reactor: IReactorTCP) -> None:
         self.reactor = reactor
         self.clients: set[ServerStateProtocol] = set()
@@ -85,6 +87,8 @@ class ServerStateChannel(ServerFactory):
 
 class TiAServerFactory(Factory):
     """Per-server state shared by all control connections."""
+
+    noisy = False
 
     protocol = TiAControlProtocol
 

@@ -1,0 +1,187 @@
+"""The control channel over StringTransport: byte-exact replies, every misuse answered."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from tia.protocol.control import ControlParser
+from tia.protocol.metainfo import MetaInfo
+from tia.server.control import TiAControlProtocol
+from tia.server.service import TiAServerFactory
+from tia.server.stream import StreamHub
+from tia.sources import build_source
+
+from support import ramp_config
+
+
+class Wire:
+    def __init__(self, udp_mode: str = "unicast", extra: str = "", peer: str = "127.0.0.1") -> None:
+        config = ramp_config(rate=250, blocksize=1, channels=4, udp_mode=udp_mode, extra=extra)
+        self.reactor = MemoryReactorClock()
+        self.hub = StreamHub([build_source(s) for s in config.sources], config.subject)
+        self.factory = TiAServerFactory(config, self.hub, self.reactor)
+        self.protocol: TiAControlProtocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 9000), peerAddress=IPv4Address("TCP", peer, 5000)
+        )
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> bytes:
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        return self.transport.value()
+
+
+def request(command: str) -> bytes:
+    return f"TiA 1.0\n{command}\n\n".encode()
+
+
+def test_reference_exact_replies() -> None:
+    wire = Wire()
+    assert wire.send(request("CheckProtocolVersion")) == b"TiA 1.0\nOK\n\n"
+    assert wire.send(request("FooBar")) == b"TiA 1.0\nError\n\n"
+    reply = wire.send(request("GetDataConnection:TCP"))
+    assert reply.startswith(b"TiA 1.0\nDataConnectionPort:") and reply.endswith(b"\n\n")
+    assert wire.send(request("StartDataTransmission")) == b"TiA 1.0\nOK\n\n"
+    assert wire.send(request("StopDataTransmission")) == b"TiA 1.0\nOK\n\n"
+    reply = wire.send(request("GetServerStateConnection"))
+    assert reply.startswith(b"TiA 1.0\nServerStateConnectionPort:")
+    assert not wire.transport.disconnecting
+
+
+def test_metainfo_reply_reference_layout_in_one_write() -> None:
+    wire = Wire()
+    writes: list[bytes] = []
+    wire.transport.write = writes.append  # type: ignore[method-assign]
+    wire.protocol.dataReceived(request("GetMetaInfo"))
+    assert len(writes) == 1
+    reply = writes[0]
+    head, _, content = reply.partition(b"\n\n")
+    assert head.startswith(b"TiA 1.0\nMetaInfo\nContent-Length:")
+    assert int(head.rsplit(b":", 1)[1]) == len(content)
+    assert content.startswith(b'<tiaMetaInfo version="1.0">\n\t<subject id="T01"')
+    assert content.endswith(b"</tiaMetaInfo>\n\n")
+    meta = MetaInfo.from_xml(content)
+    assert meta.signal("eeg").num_channels == 4
+    assert (meta.master_sampling_rate, meta.master_block_size) == (250, 1)
+
+
+def test_liberal_parsing_and_split_delivery() -> None:
+    wire = Wire()
+    data = b"TiA 1.0\r\nGetDataConnection: TCP \r\n\r\n" + request("CheckProtocolVersion")
+    wire.transport.clear()
+    for byte in data:
+        wire.protocol.dataReceived(bytes([byte]))
+    replies = ControlParser().feed(wire.transport.value())
+    assert [r.command for r in replies] == ["DataConnectionPort", "OK"]
+
+
+def test_tcp_data_port_is_bound_to_the_control_interface() -> None:
+    wire = Wire()
+    wire.send(request("GetDataConnection:TCP"))
+    port, factory, backlog, interface = wire.reactor.tcpServers[-1]
+    assert interface == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        ("GetDataConnection:tcp", b"TCP or UDP"),
+        ("GetDataConnection", b"TCP or UDP"),
+        ("StartDataTransmission", b"GetDataConnection first"),
+        ("StopDataTransmission", b"GetDataConnection first"),
+    ],
+)
+def test_misuse_gets_an_error_and_the_connection_stays_usable(command: str, reason: bytes) -> None:
+    wire = Wire()
+    reply = wire.send(request(command))
+    assert reply.startswith(b"TiA 1.0\nError -- ") and reason in reply and reply.endswith(b"\n\n")
+    assert wire.send(request("CheckProtocolVersion")) == b"TiA 1.0\nOK\n\n"
+
+
+def test_second_data_connection_is_refused() -> None:
+    wire = Wire()
+    wire.send(request("GetDataConnection:TCP"))
+    assert b"already has a data connection" in wire.send(request("GetDataConnection:UDP"))
+
+
+def test_custom_signal_info_is_not_supported_yet_and_content_is_consumed() -> None:
+    wire = Wire()
+    content = b'<tiaCustomSignalInfo version="1.0"></tiaCustomSignalInfo>'
+    message = b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:%d\n\n%s" % (len(content), content)
+    reply = wire.send(message + request("CheckProtocolVersion"))
+    assert reply == b"TiA 1.0\nError -- SetCustomSignalInfo is not supported yet\n\nTiA 1.0\nOK\n\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"TiA 2.0\nCheckProtocolVersion\n\n", b"version"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"version"),
+        (b"TiA 1.0\nGetMetaInfo\nX-Foo:1\n\n", b"header"),
+        (b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:-1\n\n", b"Content-Length"),
+        (b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:99999999999\n\n", b"Content-Length"),
+        (b"TiA 1.0\n\xff\xfe\n\n", b"UTF-8"),
+        (b"x" * 5000, b"longer than"),
+        (b"TiA 1.0\n" + b"A" * 2000 + b"\n\n", b"longer than"),
+    ],
+)
+def test_protocol_violations_get_an_error_then_close(data: bytes, reason: bytes) -> None:
+    wire = Wire()
+    reply = wire.send(data)
+    assert reply.startswith(b"TiA 1.0\nError -- ") and reason in reply
+    assert wire.transport.disconnecting
+
+
+def test_udp_unicast_announces_a_port_and_streams_to_the_peer() -> None:
+    wire = Wire()
+    reply = wire.send(request("GetDataConnection:UDP"))
+    port = int(reply.split(b":")[1].split(b"\n")[0])
+    assert 0 < port < 65536
+    wire.send(request("StartDataTransmission"))
+    assert wire.protocol.udp_destination is not None
+    assert wire.protocol.udp_destination.address == ("127.0.0.1", port)
+    assert wire.protocol.udp_destination in wire.hub.subscribers
+    wire.send(request("StopDataTransmission"))
+    assert wire.hub.subscribers == []
+
+
+def test_udp_off() -> None:
+    wire = Wire(udp_mode="off")
+    assert b"switched off" in wire.send(request("GetDataConnection:UDP"))
+
+
+def test_broadcast_subnet_check_as_the_reference() -> None:
+    wire = Wire(udp_mode="broadcast\naddress = 192.168.7.255\nport = 9001")
+    assert wire.send(request("GetDataConnection:UDP")) == (
+        b"TiA 1.0\nError -- Target and remote subnet do not match!\n\n"
+    )
+    inside = Wire(udp_mode="broadcast\naddress = 192.168.7.255\nport = 9001", peer="192.168.7.20")
+    assert inside.send(request("GetDataConnection:UDP")) == b"TiA 1.0\nDataConnectionPort:9001\n\n"
+
+
+def test_group_stream_flows_while_any_client_is_started() -> None:
+    mode = "multicast\naddress = 239.255.7.7\nport = 9002"
+    first = Wire(udp_mode=mode)
+    second_protocol = first.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5001))
+    second_transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5001))
+    second_protocol.makeConnection(second_transport)
+    for protocol in (first.protocol, second_protocol):
+        protocol.dataReceived(request("GetDataConnection:UDP") + request("StartDataTransmission"))
+    group = first.factory.udp_group
+    assert first.hub.subscribers == [group]
+    first.protocol.dataReceived(request("StopDataTransmission"))
+    assert first.hub.subscribers == [group]
+    second_protocol.connectionLost(None)
+    assert first.hub.subscribers == []
+
+
+def test_closing_control_unsubscribes_and_closes_data() -> None:
+    wire = Wire()
+    wire.send(request("GetDataConnection:UDP") + request("StartDataTransmission"))
+    assert wire.hub.subscribers
+    wire.protocol.connectionLost(None)
+    assert wire.hub.subscribers == []
+    assert wire.protocol not in wire.factory.controls
