@@ -1,0 +1,122 @@
+"""The real command: ``twistd -n tia`` in a subprocess, streamed from, then stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tia.protocol.control import ControlParser
+from tia.protocol.packet import PacketStreamDecoder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def twistd() -> str:
+    candidate = Path(sys.executable).with_name("twistd")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("twistd")
+    if found is None:
+        pytest.skip("no twistd script next to the interpreter or on PATH")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def request(sock: socket.socket, parser: ControlParser, command: str) -> str | None:
+    sock.sendall(f"TiA 1.0\n{command}\n\n".encode())
+    while True:
+        messages = parser.feed(sock.recv(65536))
+        if messages:
+            assert messages[0].command != "Error", messages[0]
+            return messages[0].parameter
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [twistd(), "-n", "--pidfile=", "--logfile=-", "tia", "--config", str(ROOT / "etc" / "server.ini"),
+         "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    pytest.fail(f"twistd did not start:\n{output}")
+                time.sleep(0.1)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+@pytest.mark.slow
+def test_twistd_serves_the_default_config_and_stops_gracefully(
+    daemon: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    process, port = daemon
+    control = socket.create_connection(("127.0.0.1", port), timeout=10)
+    parser = ControlParser()
+    request(control, parser, "CheckProtocolVersion")
+    state_port = int(request(control, parser, "GetServerStateConnection") or 0)
+    state = socket.create_connection(("127.0.0.1", state_port), timeout=10)
+    assert state.recv(100) == b"TiA 1.0\nServerStateRunning\n\n"
+    data_port = int(request(control, parser, "GetDataConnection:TCP") or 0)
+    data = socket.create_connection(("127.0.0.1", data_port), timeout=10)
+    request(control, parser, "StartDataTransmission")
+    decoder = PacketStreamDecoder()
+    packets = []
+    while len(packets) < 5:
+        packets.extend(decoder.feed(data.recv(65536)))
+    assert [p.connection_number for p in packets[:5]] == [0, 1, 2, 3, 4]
+
+    process.send_signal(signal.SIGTERM)
+    assert state.recv(100) == b"TiA 1.0\nServerStateShutdown\n\n"
+    assert state.recv(100) == b""  # then the server closes it
+    while data.recv(65536):  # data connection closed cleanly (EOF, not reset)
+        pass
+    assert control.recv(100) == b""
+    # twistd re-raises the signal it stopped on, after the graceful shutdown ran
+    assert process.wait(timeout=15) in (0, -signal.SIGTERM)
+    output = process.stdout.read().decode() if process.stdout else ""
+    assert "TiA server stopping" in output
+    assert "Traceback" not in output
+    for sock in (state, data, control):
+        sock.close()
+
+
+@pytest.mark.slow
+def test_twistd_refuses_a_bad_config_with_file_section_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[source:eeg]\ndriver = sine\nrate = 512\nblocksize = 16\nchannels = 4\ntype = eeg\nfrequncy = 3\n")
+    result = subprocess.run(
+        [twistd(), "-n", "--pidfile=", "tia", "--config", str(bad)],
+        cwd=tmp_path, capture_output=True, timeout=60,
+        env={**os.environ},
+    )
+    assert result.returncode != 0
+    assert f"{bad} [source:eeg] frequncy: unknown key" in result.stdout.decode() + result.stderr.decode()
