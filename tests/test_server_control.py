@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import ramp_config
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -12,8 +13,6 @@ from tia.server.control import TiAControlProtocol
 from tia.server.service import TiAServerFactory
 from tia.server.stream import StreamHub
 from tia.sources import build_source
-
-from support import ramp_config
 
 
 class Wire:
@@ -81,7 +80,7 @@ def test_liberal_parsing_and_split_delivery() -> None:
 def test_tcp_data_port_is_bound_to_the_control_interface() -> None:
     wire = Wire()
     wire.send(request("GetDataConnection:TCP"))
-    port, factory, backlog, interface = wire.reactor.tcpServers[-1]
+    _port, _factory, _backlog, interface = wire.reactor.tcpServers[-1]
     assert interface == "127.0.0.1"
 
 

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from support import config_from_text, ramp_values
 from zope.interface import implementer
 
 from tia.protocol.packet import SampleArray, decode_packet, encode_header
@@ -13,8 +14,6 @@ from tia.protocol.signals import by_name
 from tia.server.stream import HubError, StreamHub
 from tia.sources import build_source
 from tia.sources.base import ChannelSpec, ISource, SourceSpec
-
-from support import config_from_text, ramp_values
 
 
 class Collector:

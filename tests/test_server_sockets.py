@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from support import ramp_config, ramp_values
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -14,8 +15,6 @@ from twisted.trial import unittest
 from tia.protocol.control import ControlMessage, ControlParser
 from tia.protocol.packet import DataPacket, PacketStreamDecoder, decode_packet
 from tia.server.service import TiAService
-
-from support import ramp_config, ramp_values
 
 CHANNELS, BLOCK = 4, 10
 
@@ -177,13 +176,15 @@ class TCPStreamingTests(ServerTestCase):
         control = yield self.control()
         port = port_of((yield control.request("GetDataConnection:TCP")))
         yield self.data(port)
-        with self.assertRaises(Exception):
+        from twisted.internet.error import ConnectionRefusedError
+
+        with self.assertRaises(ConnectionRefusedError):
             yield self.data(port)
 
     @inlineCallbacks
     def test_many_clients_joining_and_leaving_while_streaming(self) -> Any:
         survivors = []
-        for round_number in range(4):
+        for _ in range(4):
             batch = []
             for _ in range(10):
                 control = yield self.control()

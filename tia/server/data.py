@@ -42,7 +42,7 @@ class TCPDataProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             self.transport.setTcpKeepAlive(True)
-        self.transport.registerProducer(self, True)
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
 
@@ -112,7 +112,7 @@ class TCPDataListener(ServerFactory):
         self.port: IListeningPort | None = None
         self.accepted: TCPDataProtocol | None = None
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
         if self.accepted is not None or host != self.peer_host:
             log.warn(

@@ -15,7 +15,14 @@ from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorCore, IReactorTCP, IReactorTime, IReactorUDP
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IReactorCore,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+)
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,7 +71,7 @@ class ServerStateChannel(ServerFactory):
         self.clients: set[ServerStateProtocol] = set()
         self.ports: dict[str, IListeningPort] = {}
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         return ServerStateProtocol(self)
 
     def port_for(self, host: str) -> int:
@@ -111,7 +118,7 @@ class TiAServerFactory(Factory):
                 assert udp.address is not None
                 self.udp_group = UDPDestination(self.udp_sender, (udp.address, udp.port))
 
-    def buildProtocol(self, addr: IAddress) -> TiAControlProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> TiAControlProtocol:
         return TiAControlProtocol(self)
 
     def set_group_member(self, control: TiAControlProtocol, streaming: bool) -> None:
@@ -152,16 +159,18 @@ class TiAService(MultiService):
     @property
     def control_port(self) -> int:
         """The bound control port (useful with ``tcp:0``)."""
-        port = self.control_service._waitingForPort  # type: ignore[attr-defined]
-        listening: IListeningPort = port.result
-        return listening.getHost().port  # type: ignore[attr-defined, no-any-return]
+        waiting: Any = self.control_service._waitingForPort  # type: ignore[attr-defined]
+        port: int = waiting.result.getHost().port
+        return port
 
     def startService(self) -> None:
         self.hub.start_sources()
         if self.factory.udp_sender is not None:
             udp_reactor: IReactorUDP = self.reactor
             interface = self.config.udp.interface or ""
-            self._udp_port = udp_reactor.listenUDP(0, self.factory.udp_sender, interface=interface)
+            self._udp_port = udp_reactor.listenUDP(
+                0, self.factory.udp_sender, interface=interface, maxPacketSize=8192
+            )
         super().startService()
         self.clock.start()
         log.info(

@@ -54,7 +54,7 @@ class StreamHub:
     def __init__(
         self,
         sources: Sequence[ISource],
-        subject: Subject = Subject(),
+        subject: Subject | None = None,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         periodic = [s for s in sources if not s.spec.aperiodic]
@@ -97,7 +97,7 @@ class StreamHub:
                            tuple(labels[route.type.flag]))
                 for route in self._routes
             ),
-            subject,
+            subject or Subject(),
         )
         self.max_packet_size = packet_size(
             [(s.num_channels, s.block_size) for s in self.metainfo.signals]
@@ -107,7 +107,8 @@ class StreamHub:
 
     def timestamp(self, tick: int) -> int:
         """Microseconds from server start to the start of tick ``tick``, on the tick grid."""
-        return tick * self._us_numerator // self._us_denominator
+        microseconds: int = tick * self._us_numerator // self._us_denominator
+        return microseconds
 
     def start_sources(self) -> None:
         started = []

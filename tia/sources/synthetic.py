@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -139,7 +140,8 @@ class EventSource:
         self._interval_ticks = interval * spec.sampling_rate / spec.block_size
         if self._interval_ticks <= 0:
             raise ValueError("interval must be positive")
-        self._codes = [float(c) for c in np.atleast_1d(spec.options.get("codes", [1]))]  # type: ignore[union-attr]
+        codes: Any = spec.options.get("codes", [1])
+        self._codes = [float(c) for c in np.atleast_1d(codes)]
         self._shape = (len(spec.channels), 1)
 
     def start(self) -> None:
