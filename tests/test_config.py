@@ -6,12 +6,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from support import config_from_text
 from twisted.python import usage
 
 from tia.config import ConfigError, load_config, sources_from_signal_options, with_control_port
 from tia.tap import PACKAGED_CONFIG, Options
-
-from support import config_from_text
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = "[source:eeg]\ndriver = sine\nrate = 256\nblocksize = 8\nchannels = 4\ntype = eeg\n"
