@@ -1,0 +1,284 @@
+"""Benchmark harness: ``python -m bench [--workload W1 ...] [--seconds N]``.
+
+Starts ``twistd -n tia`` as a separate process with synthetic signals, drives
+load clients from worker processes (raw sockets, fixed headers only), samples
+the server's CPU and RSS from /proc, and prints one row per workload:
+packets expected and received, loss, connection-number gaps, arrival jitter
+(residuals around a fitted line, so independent of timestamp units), rate
+error in ppm, server CPU (% of one core) and RSS. Results go to
+bench/results/<time>.json for comparison between commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import selectors
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = struct.Struct("<BIIQQQ")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    signal: str  # --signal TYPE:CHANNELS:RATE:BLOCKSIZE[:WAVE]
+    clients: int
+    transport: str = "TCP"
+
+    @property
+    def packet_rate(self) -> float:
+        _, _, rate, block = self.signal.split(":")[:4]
+        return float(rate) / float(block)
+
+
+WORKLOADS = {
+    "W1": Workload("W1", "eeg:64:1000:1", 10),
+    "W2": Workload("W2", "eeg:64:1000:1", 50),
+    "W3": Workload("W3", "eeg:256:2048:8", 32),
+    "W1-1": Workload("W1-1", "eeg:64:1000:1", 1),
+}
+
+
+@dataclass
+class Row:
+    workload: str
+    clients: int
+    seconds: float
+    expected_per_client: float
+    received_per_client: float
+    loss: int
+    gaps: int
+    jitter_p50_ms: float
+    jitter_p99_ms: float
+    jitter_max_ms: float
+    rate_error_ppm: float
+    cpu_percent: float
+    rss_mib: float
+
+
+# ----------------------------------------------------------------- load clients
+
+
+def _request(sock: socket.socket, command: str) -> str:
+    sock.sendall(f"TiA 1.0\n{command}\n\n".encode())
+    reply = b""
+    while b"\n\n" not in reply:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the control connection")
+        reply += chunk
+    head = reply.split(b"\n\n", 1)[0].decode()
+    line = head.split("\n")[1]
+    if line.startswith("Error"):
+        raise RuntimeError(f"{command}: {line}")
+    return line
+
+
+def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: Any) -> None:
+    """Open ``count`` streaming clients, record (packet id, connection number, arrival) per packet."""
+    selector = selectors.DefaultSelector()
+    states = []
+    for _ in range(count):
+        control = socket.create_connection(("127.0.0.1", port))
+        line = _request(control, "GetDataConnection:TCP")
+        data = socket.create_connection(("127.0.0.1", int(line.split(":")[1])))
+        data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        _request(control, "StartDataTransmission")
+        data.setblocking(False)
+        state = {"control": control, "buffer": bytearray(), "ids": [], "numbers": [], "times": []}
+        selector.register(data, selectors.EVENT_READ, state)
+        states.append(state)
+    start = time.monotonic()
+    record_from = start + warmup
+    end = record_from + seconds
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        for key, _ in selector.select(timeout=0.05):
+            state = key.data
+            arrival = time.monotonic_ns()
+            try:
+                chunk = key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            buffer = state["buffer"]
+            buffer += chunk
+            offset = 0
+            while len(buffer) - offset >= 33:
+                _, size, _, packet_id, number, _ = HEADER.unpack_from(buffer, offset)
+                if len(buffer) - offset < size:
+                    break
+                offset += size
+                if arrival >= record_from * 1e9:
+                    state["ids"].append(packet_id)
+                    state["numbers"].append(number)
+                    state["times"].append(arrival)
+            del buffer[:offset]
+    results = []
+    for state in states:
+        results.append((state["ids"], state["numbers"], state["times"]))
+        state["control"].close()
+    queue.put(results)
+
+
+# ----------------------------------------------------------------- server process
+
+
+def _twistd() -> str:
+    candidate = Path(sys.executable).with_name("twistd")
+    return str(candidate) if candidate.exists() else (shutil.which("twistd") or "twistd")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    config = ROOT / "etc" / "server.ini"
+    process = subprocess.Popen(
+        [_twistd(), "-n", "--pidfile=", f"--logfile={log}", "tia", "--config", str(config),
+         "--port", str(port), "--signal", workload.signal],
+        cwd=tempfile.gettempdir(),
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start, see {log}") from None
+            time.sleep(0.1)
+
+
+def _analyse(workload: Workload, seconds: float, results: list[tuple[list[int], list[int], list[int]]]) -> dict[str, float]:
+    expected = seconds * workload.packet_rate
+    received, gaps, loss, residuals, rates = [], 0, 0, [], []
+    for ids, numbers, times in results:
+        received.append(len(ids))
+        if len(numbers) > 1:
+            steps = np.diff(np.asarray(numbers))
+            gaps += int(np.count_nonzero(steps != 1))
+            loss += int(np.sum(steps[steps > 1] - 1))  # numbers skipped: packets the server dropped
+        if len(ids) > 10:
+            x = np.asarray(ids, dtype=np.float64)
+            t = (np.asarray(times, dtype=np.float64) - times[0]) / 1e9
+            slope, intercept = np.polyfit(x, t, 1)  # seconds per packet
+            residuals.append(np.abs(t - (slope * x + intercept)))
+            rates.append(1.0 / slope)
+    all_residuals = np.concatenate(residuals) if residuals else np.array([np.nan])
+    rate = float(np.median(rates)) if rates else float("nan")
+    return {
+        "expected_per_client": expected,
+        "received_per_client": float(np.mean(received)) if received else 0.0,
+        "loss": loss,
+        "gaps": gaps,
+        "jitter_p50_ms": float(np.percentile(all_residuals, 50) * 1e3),
+        "jitter_p99_ms": float(np.percentile(all_residuals, 99) * 1e3),
+        "jitter_max_ms": float(np.max(all_residuals) * 1e3),
+        "rate_error_ppm": (rate / workload.packet_rate - 1.0) * 1e6,
+    }
+
+
+def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
+    with tempfile.TemporaryDirectory() as tmp:
+        process, port = _start_server(workload, Path(tmp) / "server.log")
+        try:
+            queue: Any = multiprocessing.get_context("fork").Queue()
+            per_worker = [workload.clients // workers + (i < workload.clients % workers) for i in range(workers)]
+            procs = [
+                multiprocessing.get_context("fork").Process(
+                    target=_client_worker, args=(port, n, seconds, warmup, queue)
+                )
+                for n in per_worker if n
+            ]
+            for proc in procs:
+                proc.start()
+            time.sleep(warmup + 0.5)
+            cpu0, wall0 = _cpu_seconds(process.pid), time.monotonic()
+            time.sleep(max(0.0, seconds - 1.0))
+            cpu1, wall1 = _cpu_seconds(process.pid), time.monotonic()
+            rss = _rss_mib(process.pid)
+            results = []
+            for _ in procs:
+                results.extend(queue.get(timeout=seconds + warmup + 60))
+            for proc in procs:
+                proc.join()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    stats = _analyse(workload, seconds, results)
+    return Row(
+        workload.name, workload.clients, seconds, cpu_percent=100.0 * (cpu1 - cpu0) / (wall1 - wall0),
+        rss_mib=rss, **stats,  # type: ignore[arg-type]
+    )
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (
+        f"{'workload':8} {'clients':>7} {'pkt/s exp':>9} {'pkt/s rx':>9} {'loss':>5} {'gaps':>5} "
+        f"{'jit p50':>8} {'jit p99':>8} {'jit max':>8} {'rate ppm':>9} {'CPU %':>6} {'RSS MiB':>8}"
+    )
+    sys.stdout.write(header + "\n" + "-" * len(header) + "\n")
+    for row in rows:
+        sys.stdout.write(
+            f"{row.workload:8} {row.clients:7d} {row.expected_per_client / row.seconds:9.1f} "
+            f"{row.received_per_client / row.seconds:9.1f} {row.loss:5d} {row.gaps:5d} "
+            f"{row.jitter_p50_ms:7.3f}m {row.jitter_p99_ms:7.3f}m {row.jitter_max_ms:7.3f}m "
+            f"{row.rate_error_ppm:9.1f} {row.cpu_percent:6.1f} {row.rss_mib:8.1f}\n"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", "-w", action="append", choices=sorted(WORKLOADS),
+                        help="workload(s) to run (default: W1)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per workload")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="JSON results folder")
+    args = parser.parse_args(argv)
+    rows = [run(WORKLOADS[name], args.seconds, args.warmup, args.workers) for name in args.workload or ["W1"]]
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = args.out / f"{stamp}.json"
+    machine = {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": sys.version.split()[0]}
+    path.write_text(json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=2))
+    sys.stdout.write(f"\nsaved {path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
