@@ -100,7 +100,7 @@ def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: 
         data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         _request(control, "StartDataTransmission")
         data.setblocking(False)
-        state = {"control": control, "buffer": bytearray(), "ids": [], "numbers": [], "times": []}
+        state: dict[str, Any] = {"control": control, "buffer": bytearray(), "ids": [], "numbers": [], "times": []}
         selector.register(data, selectors.EVENT_READ, state)
         states.append(state)
     start = time.monotonic()
@@ -182,7 +182,10 @@ def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes
             time.sleep(0.1)
 
 
-def _analyse(workload: Workload, seconds: float, results: list[tuple[list[int], list[int], list[int]]]) -> dict[str, float]:
+ClientRecord = tuple[list[int], list[int], list[int]]  # packet ids, connection numbers, arrival ns
+
+
+def _analyse(workload: Workload, seconds: float, results: list[ClientRecord]) -> dict[str, float]:
     expected = seconds * workload.packet_rate
     received, gaps, loss, residuals, rates = [], 0, 0, [], []
     for ids, numbers, times in results:
