@@ -10,6 +10,7 @@ from tia.config import ServerConfig, parse_config
 RAMP_INI = """
 [server]
 control = tcp:0:interface=127.0.0.1
+{server_extra}
 
 [subject]
 id = T01
@@ -33,9 +34,17 @@ def config_from_text(text: str, path: str = "test.ini") -> ServerConfig:
 
 
 def ramp_config(
-    rate: int = 1000, blocksize: int = 10, channels: int = 4, udp_mode: str = "unicast", extra: str = ""
+    rate: int = 1000,
+    blocksize: int = 10,
+    channels: int = 4,
+    udp_mode: str = "unicast",
+    extra: str = "",
+    server_extra: str = "",
 ) -> ServerConfig:
-    text = RAMP_INI.format(rate=rate, blocksize=blocksize, channels=channels, udp_mode=udp_mode)
+    """A ramp server config; ``server_extra`` lines go into [server], ``extra`` sections at the end."""
+    text = RAMP_INI.format(
+        rate=rate, blocksize=blocksize, channels=channels, udp_mode=udp_mode, server_extra=server_extra
+    )
     return config_from_text(text + textwrap.dedent(extra))
 
 

@@ -311,3 +311,85 @@ class PytiaClientTests(ServerTestCase):
             expected = ramp_values(CHANNELS, packet.packet_id * BLOCK, BLOCK)
             self.assertEqual(list(packet.get_channel(0, 2)), expected[2])
             self.assertEqual(list(packet.get_channel(0)), [v for row in expected for v in row])
+
+
+class SlowClientTests(unittest.TestCase):
+    """A client that stops reading is bounded and skipped; the others stay exact and gap-free."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        # 256 ch x 8 samples: 8 kB packets at 256 packets/s (2 MB/s per client)
+        config = ramp_config(rate=2048, blocksize=8, channels=256, server_extra="backlog = 0.2")
+        self.service = TiAService(config)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    @inlineCallbacks
+    def test_non_reading_client_is_dropped_within_its_backlog(self) -> Any:
+        import socket
+
+        port = self.service.control_port
+        healthy_control = ControlClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), healthy_control)
+        self.addCleanup(healthy_control.transport.loseConnection)
+        slow_control = ControlClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), slow_control)
+        self.addCleanup(slow_control.transport.loseConnection)
+
+        healthy = PacketCollector()
+        healthy_port = port_of((yield healthy_control.request("GetDataConnection:TCP")))
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", healthy_port), healthy)
+        self.addCleanup(healthy.transport.loseConnection)
+
+        slow_port = port_of((yield slow_control.request("GetDataConnection:TCP")))
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", slow_port))
+        self.addCleanup(slow.close)
+
+        yield healthy_control.request("StartDataTransmission")
+        yield slow_control.request("StartDataTransmission")
+        server_side = None
+        for _ in range(100):  # until the server has had to drop packets for the slow client
+            yield sleep(0.05)
+            server_side = next(c.tcp_data for c in self.service.factory.controls if c.tcp_data and
+                               c.tcp_data.transport.getPeer().port == slow.getsockname()[1])
+            if server_side.dropped > 50:
+                break
+        assert server_side is not None
+        self.assertGreater(server_side.dropped, 50)
+        # memory held for it stays bounded: Twisted's buffer + at most the configured backlog
+        buffered = len(server_side.transport.dataBuffer) + sum(map(len, server_side.transport._tempDataBuffer))
+        self.assertLess(buffered, server_side.backlog_bytes + 2 * 64 * 1024)
+
+        yield healthy.wait_for(len(healthy.packets) + 20)
+        numbers = [p.connection_number for p in healthy.packets]
+        self.assertEqual(numbers, list(range(len(numbers))))  # the healthy client lost nothing
+        for packet in healthy.packets[-5:]:
+            np.testing.assert_array_equal(packet.signals[1], ramp_values(256, packet.packet_id * 8, 8))
+
+        # the slow client's loss is visible in its own packet numbers once it reads again
+        slow.setblocking(False)
+        decoder = PacketStreamDecoder()
+        slow_packets: list[DataPacket] = []
+        def has_gap() -> bool:
+            numbers = [p.connection_number for p in slow_packets]
+            return any(b - a > 1 for a, b in zip(numbers, numbers[1:], strict=False))
+
+        for _ in range(250):  # drain what the kernel and Twisted held, until the gap shows
+            yield sleep(0.02)
+            try:
+                while True:
+                    chunk = slow.recv(1 << 20)
+                    if not chunk:
+                        break
+                    slow_packets.extend(decoder.feed(chunk))
+            except BlockingIOError:
+                pass
+            if has_gap():
+                break
+        slow_numbers = [p.connection_number for p in slow_packets]
+        self.assertEqual(slow_numbers[0], 0)
+        self.assertTrue(any(b - a > 1 for a, b in zip(slow_numbers, slow_numbers[1:], strict=False)))
+        self.assertEqual(sorted(set(slow_numbers)), slow_numbers)

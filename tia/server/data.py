@@ -67,8 +67,10 @@ class TCPDataProtocol(Protocol):
         )
 
     def pauseProducing(self) -> None:
-        self.paused = True
-        self._paused_bytes = 0
+        # Twisted calls this on every write while its buffer is full: count from the first
+        if not self.paused:
+            self.paused = True
+            self._paused_bytes = 0
 
     def resumeProducing(self) -> None:
         self.paused = False
