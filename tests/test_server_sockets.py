@@ -256,6 +256,42 @@ class MulticastTests(ServerTestCase):
         check_stream(self, receiver.packets)
 
 
+class BroadcastTests(ServerTestCase):
+    """Broadcast mode sends one shared stream to address:port (on loopback, 127.0.0.255 is local)."""
+
+    def setUp(self) -> None:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("", 0))
+            self.broadcast_port = probe.getsockname()[1]
+        self.udp_mode = f"broadcast\naddress = 127.0.0.255\nport = {self.broadcast_port}"
+        super().setUp()
+
+    @inlineCallbacks
+    def test_two_clients_share_one_stream_while_either_is_started(self) -> Any:
+        receiver = UDPCollector()
+        listening = reactor.listenUDP(self.broadcast_port, receiver, maxPacketSize=65535)
+        self.addCleanup(listening.stopListening)
+        first, second = (yield self.control()), (yield self.control())
+        for control in (first, second):
+            self.assertEqual(port_of((yield control.request("GetDataConnection:UDP"))), self.broadcast_port)
+        yield first.request("StartDataTransmission")
+        yield second.request("StartDataTransmission")
+        while len(receiver.packets) < 10:
+            yield sleep(0.05)
+        yield first.request("StopDataTransmission")
+        count = len(receiver.packets)
+        while len(receiver.packets) < count + 10:  # still flowing for the second client
+            yield sleep(0.05)
+        yield second.request("StopDataTransmission")
+        yield sleep(0.1)
+        count = len(receiver.packets)
+        yield sleep(0.2)
+        self.assertEqual(len(receiver.packets), count)
+        check_stream(self, receiver.packets)  # one stream: numbers consecutive across both clients
+
+
 class StateChannelTests(ServerTestCase):
     @inlineCallbacks
     def test_running_on_connect_and_shutdown_on_graceful_stop(self) -> Any:

@@ -94,6 +94,8 @@ def build_error(reason: str | None = None) -> bytes:
     if reason is None:
         return build_message(Command.ERROR)
     flat = " ".join(reason.split())
+    if not flat:
+        return build_message(Command.ERROR)
     return build_message(f"{Command.ERROR} -- {flat}")
 
 
@@ -198,12 +200,17 @@ class ControlParser:
         value = value.strip(_TRIM)
         if not value.isdigit() or not value.isascii():
             raise ControlProtocolError(f"invalid Content-Length {value[:32]!r}")
-        length = int(value)
-        if length > self.max_content_length:
+        digits = value.lstrip("0") or "0"
+        # Compare the digit count first: int() refuses strings of more than
+        # 4300 digits with a plain ValueError, and a long line may hold one.
+        if len(digits) > len(str(self.max_content_length)) or (
+            int(digits) > self.max_content_length
+        ):
             raise ControlProtocolError(
-                f"Content-Length {length} exceeds the limit of {self.max_content_length} bytes"
+                f"Content-Length {digits[:32]} exceeds the limit of"
+                f" {self.max_content_length} bytes"
             )
-        self._content_length = length
+        self._content_length = int(digits)
         return None
 
     def content_received(self, data: bytes) -> tuple[ControlMessage | None, bytes]:
@@ -220,24 +227,30 @@ class ControlParser:
     def feed(self, data: bytes) -> list[ControlMessage]:
         """Take any chunk of the byte stream; return the messages it completes."""
         messages: list[ControlMessage] = []
-        buffer = self._buffer + data
+        buffer = self._buffer + data if self._buffer else data
         self._buffer = b""
-        while buffer:
+        # Walk the chunk with an index: slicing the rest of the buffer after
+        # every line would make a chunk of many short lines cost quadratic time.
+        start = 0
+        size = len(buffer)
+        while start < size:
             if self._state == self._CONTENT:
-                message, buffer = self.content_received(buffer)
+                stop = min(size, start + self._content_remaining)
+                message, _ = self.content_received(buffer[start:stop])
+                start = stop
                 if message is not None:
                     messages.append(message)
                 continue
-            end = buffer.find(b"\n")
+            end = buffer.find(b"\n", start)
             if end < 0:
-                if len(buffer) > self.max_line_length:
+                if size - start > self.max_line_length:
                     raise ControlProtocolError(
                         f"control line longer than {self.max_line_length} bytes"
                     )
-                self._buffer = buffer
+                self._buffer = buffer[start:]
                 break
-            message = self.line_received(buffer[:end])
-            buffer = buffer[end + 1 :]
+            message = self.line_received(buffer[start:end])
+            start = end + 1
             if message is not None:
                 messages.append(message)
         return messages

@@ -120,7 +120,10 @@ class MetaInfo:
             master_rate = _rate_attribute(master_element, "masterSignal")
             master_block = _int_attribute(master_element, "blockSize", "masterSignal")
         else:
-            periodic = [s for s in signals if not s.type.aperiodic] or signals
+            # Wire (flag) order, not document order: any signal order must give
+            # the same MetaInfo.
+            ordered = sorted(signals, key=lambda s: s.flag)
+            periodic = [s for s in ordered if not s.type.aperiodic] or ordered
             master_rate, master_block = periodic[0].sampling_rate, periodic[0].block_size
         try:
             return cls(master_rate, master_block, tuple(signals), subject)

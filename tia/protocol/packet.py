@@ -30,15 +30,40 @@ class PacketError(ValueError):
     """Bytes that are not a valid version 3 data packet."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DataPacket:
-    """One decoded packet. ``signals`` maps each present flag to a (channels, block) array."""
+    """One decoded packet. ``signals`` maps each present flag to a (channels, block) array.
+
+    Two packets are equal when their header fields are equal and their samples
+    are the same float32 values bit for bit (so NaN equals the same NaN).
+    """
 
     packet_id: int
     connection_number: int
     timestamp: int
     flags: int
     signals: dict[int, SampleArray] = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        # The generated __eq__ compared the dicts of arrays, which asks numpy
+        # for the truth value of an elementwise comparison and raises.
+        if not isinstance(other, DataPacket):
+            return NotImplemented
+        if (self.packet_id, self.connection_number, self.timestamp, self.flags) != (
+            other.packet_id,
+            other.connection_number,
+            other.timestamp,
+            other.flags,
+        ) or self.signals.keys() != other.signals.keys():
+            return False
+        for flag, samples in self.signals.items():
+            mine = np.asarray(samples, SAMPLE_DTYPE)
+            theirs = np.asarray(other.signals[flag], SAMPLE_DTYPE)
+            if mine.shape != theirs.shape or mine.tobytes() != theirs.tobytes():
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: unhashable
 
 
 def encode_body(blocks: Sequence[tuple[int, npt.ArrayLike]]) -> tuple[int, bytes]:
@@ -51,7 +76,7 @@ def encode_body(blocks: Sequence[tuple[int, npt.ArrayLike]]) -> tuple[int, bytes
     flags = 0
     arrays = []
     for flag, block in ordered:
-        if flag & flags or flag <= 0 or flag & (flag - 1):
+        if flag & flags or flag <= 0 or flag > 0xFFFFFFFF or flag & (flag - 1):
             raise ValueError(f"signal flag 0x{flag:x} is not a single, unique bit")
         flags |= flag
         array = np.asarray(block, dtype=SAMPLE_DTYPE)
@@ -95,7 +120,9 @@ def packet_size(shapes: Sequence[tuple[int, int]]) -> int:
     return FIXED_HEADER_SIZE + 4 * len(shapes) + 4 * sum(c * b for c, b in shapes)
 
 
-def _check_fixed_header(data: bytes | bytearray | memoryview, offset: int, max_size: int) -> tuple[int, ...]:
+def _check_fixed_header(
+    data: bytes | bytearray | memoryview, offset: int, max_size: int
+) -> tuple[int, ...]:
     fields = FIXED_HEADER.unpack_from(data, offset)
     version, size, flags = fields[0], fields[1], fields[2]
     if version != PACKET_VERSION:
@@ -120,7 +147,7 @@ def decode_packet(data: bytes, max_size: int = DEFAULT_MAX_PACKET_SIZE) -> DataP
     present = flags_in(flags)
     count = len(present)
     shapes = struct.unpack_from(f"<{2 * count}H", data, FIXED_HEADER_SIZE)
-    expected = packet_size(list(zip(shapes[:count], shapes[count:])))
+    expected = packet_size(list(zip(shapes[:count], shapes[count:], strict=True)))
     if expected != size:
         raise PacketError(
             f"packet size {size} does not match its header (channels x blocks say {expected})"

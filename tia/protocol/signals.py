@@ -77,6 +77,9 @@ def by_flag(flag: int) -> SignalType:
 
 def flags_in(flags: int) -> list[int]:
     """The single-bit flags set in ``flags``, in ascending order (the wire order)."""
+    if flags < 0:
+        # A negative int has infinitely many bits set: the loop would not end.
+        raise ValueError(f"signal flags must not be negative, got {flags}")
     result = []
     remaining = flags
     while remaining:

@@ -41,6 +41,10 @@ def parse_xml(
         raise ValueError(f"malformed XML: {error}") from None
     except defusedxml.DefusedXmlException as error:
         raise ValueError(f"forbidden XML construct: {error}") from None
+    except (LookupError, UnicodeError) as error:
+        # An encoding declaration naming an unknown codec ("foo") or a
+        # non-text one ("rot13") makes expat's decoder lookup raise these.
+        raise ValueError(f"unsupported XML encoding: {error}") from None
     if root is None:
         raise ValueError("empty XML document")
     return root
