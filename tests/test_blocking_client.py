@@ -631,6 +631,19 @@ def test_malformed_packet_drops_the_data_connection(monkeypatch: pytest.MonkeyPa
     assert data.closed
 
 
+def test_valid_packets_before_a_malformed_one_in_the_same_read_are_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second, bad = make_packets(3)
+    bad = b"\x04" + bad[1:]
+    data = MockSocket(inbound=[first + second + bad], chunk=1 << 16)
+    client = mock_streaming_client(monkeypatch, data)
+    assert [p.packet_number for p in client.get_data()] == [0, 1]
+    with pytest.raises(TiAError, match="packet version 4"):
+        client.get_data()
+    assert data.closed
+
+
 def test_server_closing_inside_a_packet_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     data = MockSocket(inbound=[make_packets(1)[0][:40]], eof=True)
     client = mock_streaming_client(monkeypatch, data)

@@ -966,3 +966,10 @@ def test_fuzz_protocol_like_bytes(fragments: list[bytes], points: list[int]) -> 
             receiver.data_received(chunk)
     except ControlProtocolError:
         pass
+
+
+def test_feed_error_keeps_the_messages_before_it() -> None:
+    parser = ControlParser()
+    with pytest.raises(ControlProtocolError) as info:
+        parser.feed(b"TiA 1.0\nOK\n\nTiA 1.0\nGetMetaInfo\n\nTiA 2.0\n")
+    assert [m.command for m in info.value.messages] == ["OK", "GetMetaInfo"]

@@ -600,3 +600,13 @@ def test_fuzz_plausible_packets(data: bytes, points: list[int]) -> None:
     chunks = [data[a:b] for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
     _stream_or_packet_error(chunks)
     _stream_or_packet_error([data + data])
+
+
+def test_stream_error_keeps_the_valid_packets_before_it() -> None:
+    good = encode_packet(1, 0, 10, [(1, [[1.0, 2.0]])])
+    bad = b"\x04" + good[1:]  # version 4
+    decoder = PacketStreamDecoder()
+    with pytest.raises(PacketError) as info:
+        decoder.feed(good + good + bad)
+    assert [p.packet_id for p in info.value.packets] == [1, 1]
+    assert decoder.buffered == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -411,7 +412,7 @@ class SlowClientTests(unittest.TestCase):
         slow_packets: list[DataPacket] = []
         def has_gap() -> bool:
             numbers = [p.connection_number for p in slow_packets]
-            return any(b - a > 1 for a, b in zip(numbers, numbers[1:], strict=False))
+            return any(b - a > 1 for a, b in pairwise(numbers))
 
         for _ in range(250):  # drain what the kernel and Twisted held, until the gap shows
             yield sleep(0.02)
@@ -427,5 +428,5 @@ class SlowClientTests(unittest.TestCase):
                 break
         slow_numbers = [p.connection_number for p in slow_packets]
         self.assertEqual(slow_numbers[0], 0)
-        self.assertTrue(any(b - a > 1 for a, b in zip(slow_numbers, slow_numbers[1:], strict=False)))
+        self.assertTrue(any(b - a > 1 for a, b in pairwise(slow_numbers)))
         self.assertEqual(sorted(set(slow_numbers)), slow_numbers)

@@ -475,6 +475,17 @@ class DataProtocolTests(unittest.TestCase):
         self.assertIs(transport.noDelay, True)
         TiATCPDataProtocol(lambda p: None).makeConnection(StringTransport())  # no error
 
+    def test_valid_packets_before_a_bad_one_in_the_same_chunk_are_delivered(self) -> None:
+        packets: list[DataPacket] = []
+        protocol = TiATCPDataProtocol(packets.append)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        bad = bytearray(packetBytes(2, 2))
+        bad[0] = 2
+        protocol.dataReceived(packetBytes(0, 0) + packetBytes(1, 1) + bytes(bad))
+        self.assertEqual([p.packet_id for p in packets], [0, 1])
+        self.assertTrue(transport.disconnecting)
+
     def test_bad_packet_drops_the_connection(self) -> None:
         packets: list[DataPacket] = []
         protocol = TiATCPDataProtocol(packets.append)

@@ -494,7 +494,7 @@ class TiATCPDataProtocol(TwistedProtocol):
             transport = _transportOf(self)
             if transport is not None:
                 transport.loseConnection()
-            return
+            packets = error.packets  # the valid packets before the bad one are still delivered
         for packet in packets:
             self.packetsReceived += 1
             self.gaps.check(packet.connection_number)

@@ -424,7 +424,14 @@ class TiAClient:
         try:
             decoded = self._decoder.feed(chunk)
         except PacketError as error:
-            self._fail_data(f"malformed data packet, data connection dropped: {error}")
+            message = f"malformed data packet, data connection dropped: {error}"
+            if not error.packets:
+                self._fail_data(message)
+            # hand out the valid packets that preceded the bad one; the next call reports it
+            self._data_failure = message
+            self._close_data_socket()
+            self._data_closed = True
+            decoded = error.packets
         return [TiAPacket.from_data_packet(packet) for packet in decoded]
 
     def _end_of_stream(self) -> None:

@@ -46,7 +46,17 @@ class Command:
 
 
 class ControlProtocolError(Exception):
-    """The byte stream is not TiA 1.0 control framing; the connection cannot go on."""
+    """The byte stream is not TiA 1.0 control framing; the connection cannot go on.
+
+    Raised by ``ControlParser.feed``, ``messages`` holds the messages completed
+    before the violation in the same chunk, so the caller can still answer them.
+    """
+
+    messages: list[ControlMessage]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.messages = []
 
 
 @dataclass(frozen=True)
@@ -231,28 +241,33 @@ class ControlParser:
         self._buffer = b""
         # Walk the chunk with an index: slicing the rest of the buffer after
         # every line would make a chunk of many short lines cost quadratic time.
-        start = 0
-        size = len(buffer)
-        while start < size:
-            if self._state == self._CONTENT:
-                stop = min(size, start + self._content_remaining)
-                message, _ = self.content_received(buffer[start:stop])
-                start = stop
+        try:
+            start = 0
+            size = len(buffer)
+            while start < size:
+                if self._state == self._CONTENT:
+                    stop = min(size, start + self._content_remaining)
+                    message, _ = self.content_received(buffer[start:stop])
+                    start = stop
+                    if message is not None:
+                        messages.append(message)
+                    continue
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    if size - start > self.max_line_length:
+                        raise ControlProtocolError(
+                            f"control line longer than {self.max_line_length} bytes"
+                        )
+                    self._buffer = buffer[start:]
+                    break
+                message = self.line_received(buffer[start:end])
+                start = end + 1
                 if message is not None:
                     messages.append(message)
-                continue
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                if size - start > self.max_line_length:
-                    raise ControlProtocolError(
-                        f"control line longer than {self.max_line_length} bytes"
-                    )
-                self._buffer = buffer[start:]
-                break
-            message = self.line_received(buffer[start:end])
-            start = end + 1
-            if message is not None:
-                messages.append(message)
+        except ControlProtocolError as error:
+            self._buffer = b""
+            error.messages = messages
+            raise
         return messages
 
     def _finish(self, content: bytes) -> ControlMessage:

@@ -27,7 +27,17 @@ SampleArray = npt.NDArray[np.float32]
 
 
 class PacketError(ValueError):
-    """Bytes that are not a valid version 3 data packet."""
+    """Bytes that are not a valid version 3 data packet.
+
+    Raised by ``PacketStreamDecoder.feed``, ``packets`` holds the valid packets
+    that preceded the bad one in the same chunk, so none of them is lost.
+    """
+
+    packets: list[DataPacket]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.packets = []
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,15 +188,20 @@ class PacketStreamDecoder:
     def feed(self, data: bytes) -> list[DataPacket]:
         buffer = self._buffer
         buffer += data
-        packets = []
+        packets: list[DataPacket] = []
         offset = 0
         available = len(buffer)
-        while available - offset >= FIXED_HEADER_SIZE:
-            size = _check_fixed_header(buffer, offset, self.max_size)[1]
-            if available - offset < size:
-                break
-            packets.append(decode_packet(bytes(buffer[offset : offset + size]), self.max_size))
-            offset += size
+        try:
+            while available - offset >= FIXED_HEADER_SIZE:
+                size = _check_fixed_header(buffer, offset, self.max_size)[1]
+                if available - offset < size:
+                    break
+                packets.append(decode_packet(bytes(buffer[offset : offset + size]), self.max_size))
+                offset += size
+        except PacketError as error:
+            buffer.clear()  # the stream cannot be trusted past this point
+            error.packets = packets
+            raise
         if offset:
             del buffer[:offset]
         return packets
