@@ -430,3 +430,32 @@ class SlowClientTests(unittest.TestCase):
         self.assertEqual(slow_numbers[0], 0)
         self.assertTrue(any(b - a > 1 for a, b in pairwise(slow_numbers)))
         self.assertEqual(sorted(set(slow_numbers)), slow_numbers)
+
+
+def test_taken_port_fails_start_before_any_source_starts() -> None:
+    import socket
+
+    from twisted.internet.error import CannotListenError
+
+    from support import config_from_text
+
+    started: list[str] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = config_from_text(
+            f"[server]\ncontrol = tcp:{port}:interface=127.0.0.1\n"
+            "[source:eeg]\ndriver = ramp\nrate = 10\nchannels = 1\ntype = eeg\n"
+        )
+        service = TiAService(config)
+        service.hub.start_sources = lambda: started.append("sources")  # type: ignore[method-assign]
+        try:
+            service.startService()
+        except CannotListenError:
+            pass
+        else:  # pragma: no cover
+            service.stopService()
+            raise AssertionError("a taken port must fail start-up")
+    assert started == []
+    assert not service.clock.running

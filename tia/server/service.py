@@ -164,13 +164,20 @@ class TiAService(MultiService):
         return port
 
     def startService(self) -> None:
-        self.hub.start_sources()
-        if self.factory.udp_sender is not None:
-            udp_reactor: IReactorUDP = self.reactor
-            interface = self.config.udp.interface or ""
-            self._udp_port = udp_reactor.listenUDP(
-                0, self.factory.udp_sender, interface=interface, maxPacketSize=8192
-            )
+        """Bind first (a taken port fails before any source or socket is opened), then stream."""
+        if self.control_service._waitingForPort is None:  # type: ignore[attr-defined]
+            self.control_service.privilegedStartService()  # not yet bound by twistd
+        try:
+            self.hub.start_sources()
+            if self.factory.udp_sender is not None:
+                udp_reactor: IReactorUDP = self.reactor
+                interface = self.config.udp.interface or ""
+                self._udp_port = udp_reactor.listenUDP(
+                    0, self.factory.udp_sender, interface=interface, maxPacketSize=8192
+                )
+        except Exception:
+            self.control_service.stopService()
+            raise
         super().startService()
         self.clock.start()
         log.info(
