@@ -435,9 +435,8 @@ class SlowClientTests(unittest.TestCase):
 def test_taken_port_fails_start_before_any_source_starts() -> None:
     import socket
 
-    from twisted.internet.error import CannotListenError
-
     from support import config_from_text
+    from twisted.internet.error import CannotListenError
 
     started: list[str] = []
     with socket.socket() as taken:
