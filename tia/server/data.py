@@ -9,8 +9,10 @@ at most ``backlog_bytes`` before further packets are dropped.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
@@ -21,6 +23,10 @@ from zope.interface import implementer
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
 
 log = Logger()
+
+# Up to this body size, ``send(header + body)`` beats ``sendmsg((header, body))``
+# (measured: 2.9 vs 4.6 us for 289-byte packets on loopback).
+SMALL_PACKET_BYTES = 16 * 1024
 
 
 @implementer(IPushProducer)
@@ -36,12 +42,14 @@ class TCPDataProtocol(Protocol):
         self._paused_bytes = 0
         self._dropped_this_pause = 0
         self.peer = "?"
+        self._socket: socket.socket | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             self.transport.setTcpKeepAlive(True)
+            self._socket = getattr(self.transport, "socket", None)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
@@ -61,10 +69,31 @@ class TCPDataProtocol(Protocol):
                 self._dropped_this_pause += 1
                 return
             self._paused_bytes += size
-        assert self.transport is not None
-        self.transport.writeSequence(
-            (encode_header(len(body), flags, packet_id, number, timestamp), body)
-        )
+        header = encode_header(len(body), flags, packet_id, number, timestamp)
+        transport: Any = self.transport
+        if self._socket is not None and not transport._tempDataLen and transport.offset == len(
+            transport.dataBuffer
+        ) and transport.connected and not transport.disconnecting:
+            # Fast path: nothing queued in Twisted, so hand the packet straight to the
+            # kernel; this skips two epoll_ctl calls and Twisted's buffer bookkeeping per
+            # packet. Whatever the kernel does not take goes through Twisted as usual,
+            # so ordering, backpressure (pauseProducing) and error handling are unchanged.
+            try:
+                # a copy is cheaper than sendmsg's iovec for the usual small packets
+                if len(body) <= SMALL_PACKET_BYTES:
+                    sent = self._socket.send(header + body)
+                else:
+                    sent = self._socket.sendmsg((header, body))
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR):
+                    transport.writeSequence((header, body))  # let Twisted see and report the error
+                    return
+                sent = 0
+            size = len(header) + len(body)
+            if sent < size:
+                transport.write((header + body)[sent:])
+            return
+        transport.writeSequence((header, body))
 
     def pauseProducing(self) -> None:
         # Twisted calls this on every write while its buffer is full: count from the first

@@ -92,6 +92,25 @@ def noise(spec: SourceSpec) -> Wave:
     return wave
 
 
+MAX_TABLE_SAMPLES = 1 << 22
+
+
+def _period(spec: SourceSpec) -> int | None:
+    """Samples after which the wave repeats exactly, if it does (noise never does)."""
+    if spec.driver == "ramp":
+        return 1000
+    if spec.driver not in ("sine", "square"):
+        return None
+    default = 10.0 if spec.driver == "sine" else 1.0
+    period = 1
+    for frequency in np.atleast_1d(np.asarray(spec.options.get("frequency", default), dtype=np.float64)):
+        cycles_per_sample = Fraction(str(float(frequency))) / spec.sampling_rate
+        period = math.lcm(period, cycles_per_sample.denominator)
+        if period > MAX_TABLE_SAMPLES:
+            return None
+    return period
+
+
 WAVES: dict[str, Callable[[SourceSpec], Wave]] = {
     "sine": sine,
     "square": square,
@@ -102,13 +121,25 @@ WAVES: dict[str, Callable[[SourceSpec], Wave]] = {
 
 @implementer(ISource)
 class SyntheticSource:
-    """Any wave of ``WAVES`` served as a source."""
+    """Any wave of ``WAVES`` served as a source.
+
+    A wave that repeats within ``MAX_TABLE_SAMPLES`` samples is computed for one
+    period up front and then sliced, so a 64-channel sine costs a copy per tick.
+    """
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         self._wave = WAVES[spec.driver](spec)
         self._offsets = np.arange(spec.block_size, dtype=np.int64)
         self._last: SampleArray | None = None
+        self._table: SampleArray | None = None
+        period = _period(spec)
+        if period is not None and period * len(spec.channels) <= MAX_TABLE_SAMPLES:
+            samples = np.arange(period, dtype=np.int64)
+            table = np.ascontiguousarray(self._wave(samples), dtype=np.float32)
+            # one block of wrap-around so every block is a plain slice
+            self._table = np.concatenate([table] * (1 + -(-spec.block_size // period)), axis=1)
+            self._period = period
 
     def start(self) -> None:
         self._last = None
@@ -117,8 +148,12 @@ class SyntheticSource:
         pass
 
     def read(self, tick: int) -> SampleArray | None:
-        k = tick * self.spec.block_size + self._offsets
-        block = np.ascontiguousarray(self._wave(k), dtype=np.float32)
+        first = tick * self.spec.block_size
+        if self._table is not None:
+            start = first % self._period
+            block = self._table[:, start : start + self.spec.block_size].copy()
+        else:
+            block = np.ascontiguousarray(self._wave(first + self._offsets), dtype=np.float32)
         if not self.spec.aperiodic:
             return block
         changed = self._last is None or not np.array_equal(block, self._last)
