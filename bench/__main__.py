@@ -265,20 +265,32 @@ def print_table(rows: list[Row]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", "-w", action="append", choices=sorted(WORKLOADS),
-                        help="workload(s) to run (default: W1)")
+    parser.add_argument("--workload", "-w", action="append", choices=[*sorted(WORKLOADS), "W5"],
+                        help="workload(s) to run (default: W1); W5 measures client decoding")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per workload")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="JSON results folder")
     args = parser.parse_args(argv)
-    rows = [run(WORKLOADS[name], args.seconds, args.warmup, args.workers) for name in args.workload or ["W1"]]
-    print_table(rows)
+    names = args.workload or ["W1"]
+    rows = [run(WORKLOADS[name], args.seconds, args.warmup, args.workers) for name in names if name != "W5"]
+    if rows:
+        print_table(rows)
+    decode_rows = []
+    if "W5" in names:
+        from bench.decode import main as decode_main
+
+        decode_rows = [
+            {"client": client, "packets_per_s": packets, "samples_per_s": samples}
+            for client, packets, samples in decode_main(args.seconds)
+        ]
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = args.out / f"{stamp}.json"
     machine = {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": sys.version.split()[0]}
-    path.write_text(json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=2))
+    path.write_text(
+        json.dumps({"machine": machine, "rows": [asdict(r) for r in rows], "decode": decode_rows}, indent=2)
+    )
     sys.stdout.write(f"\nsaved {path}\n")
     return 0
 
