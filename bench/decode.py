@@ -81,7 +81,7 @@ def _serve(port_out: Any) -> None:
                 control.sendall(build_error())
 
 
-def _start_server() -> tuple[multiprocessing.Process, int]:
+def _start_server() -> tuple[Any, int]:
     context = multiprocessing.get_context("fork")
     queue: Any = context.Queue()
     process = context.Process(target=_serve, args=(queue,), daemon=True)
