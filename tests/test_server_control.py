@@ -106,12 +106,15 @@ def test_second_data_connection_is_refused() -> None:
     assert b"already has a data connection" in wire.send(request("GetDataConnection:UDP"))
 
 
-def test_custom_signal_info_is_not_supported_yet_and_content_is_consumed() -> None:
+def test_custom_signal_info_refusal_consumes_the_content_and_the_connection_stays_usable() -> None:
     wire = Wire()
     content = b'<tiaCustomSignalInfo version="1.0"></tiaCustomSignalInfo>'
     message = b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:%d\n\n%s" % (len(content), content)
     reply = wire.send(message + request("CheckProtocolVersion"))
-    assert reply == b"TiA 1.0\nError -- SetCustomSignalInfo is not supported yet\n\nTiA 1.0\nOK\n\n"
+    reason = b"empty selection: the custom signal info names no signal"
+    assert reply == b"TiA 1.0\nValidationError\nContent-Length:%d\n\n%s" % (len(reason), reason) + (
+        b"TiA 1.0\nOK\n\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -746,6 +746,9 @@ class StreamOnMemoryReactorTests(unittest.TestCase):
         control.protocol.dataReceived(METAINFO_REPLY)
         self.assertEqual(control.sent(), b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:4\n\n<c/>")
         control.protocol.dataReceived(OK)
+        # the metainfo again: after SetCustomSignalInfo it describes this connection's stream
+        self.assertEqual(control.sent(), b"TiA 1.0\nGetMetaInfo\n\n")
+        control.protocol.dataReceived(METAINFO_REPLY)
         self.assertEqual(control.sent(), b"TiA 1.0\nGetServerStateConnection\n\n")
         control.protocol.dataReceived(b"TiA 1.0\nServerStateConnectionPort:38431\n\n")
         state = MemoryConnection(self.reactor, 1)

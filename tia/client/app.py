@@ -56,6 +56,7 @@ from tia.protocol.control import (
     ControlProtocolError,
     build_message,
 )
+from tia.protocol.custom import CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
 from tia.protocol.packet import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -357,6 +358,23 @@ class TiAControlProtocol(LineReceiver):
     def setCustomSignalInfo(self, xml: bytes) -> Deferred[None]:
         """``SetCustomSignalInfo`` (libtia extension); send before ``getDataConnection``."""
         return Deferred.fromCoroutine(self._expectOK(Command.SET_CUSTOM_SIGNAL_INFO, xml))
+
+    def customize(self, spec: CustomSpec, metainfo: MetaInfo | None = None) -> Deferred[None]:
+        """Ask for a channel subset and/or downsampling, e.g. ``{"eeg": {"channels": [1, 5], "downsample": 4}}``.
+
+        Signals not named are not sent; ``channels`` are the server's 1-based
+        numbers or labels, in the wanted order (default all); ``downsample`` an
+        integer dividing the signal's block size (default 1). Send it before
+        ``getDataConnection``; ``getMetaInfo()`` then describes the customized
+        stream. ``metainfo`` is the server's (fetched when not given). Errbacks
+        with ``CustomSignalInfoError`` (a ``ValueError``) when the spec does not
+        fit the server, ``TiAServerError`` when the server refuses it.
+        """
+        return Deferred.fromCoroutine(self._customize(spec, metainfo))
+
+    async def _customize(self, spec: CustomSpec, metainfo: MetaInfo | None) -> None:
+        server = metainfo if metainfo is not None else await self._metaInfo()
+        await self._expectOK(Command.SET_CUSTOM_SIGNAL_INFO, build_custom_xml(spec, server))
 
     def start(self) -> Deferred[None]:
         """``StartDataTransmission``."""
@@ -664,6 +682,7 @@ class TiAStream:
         udpInterface: str = "0.0.0.0",
         dataHost: str | None = None,
         customSignalInfo: bytes | None = None,
+        customize: CustomSpec | None = None,
     ) -> None:
         """``reactor`` must also provide ``IReactorTime`` and, for UDP, ``IReactorUDP``.
 
@@ -676,11 +695,16 @@ class TiAStream:
         ``retryPolicy`` defaults to ``backoffPolicy()``.
         ``timeout`` bounds each session set-up and the final Stop request;
         ``dataHost`` overrides the host of the TCP data connection (by default
-        the control connection's peer address); ``customSignalInfo`` is sent
-        as ``SetCustomSignalInfo`` before the data connection is requested.
+        the control connection's peer address); ``customize`` asks for a channel
+        subset and downsampling (see ``TiAControlProtocol.customize``), and
+        ``customSignalInfo`` is the same as a raw ``SetCustomSignalInfo`` document;
+        either is sent before the data connection is requested, and the metainfo
+        ``start()`` fires with then describes the customized stream.
         """
         if transport not in ("TCP", "UDP"):
             raise ValueError(f"transport must be 'TCP' or 'UDP', not {transport!r}")
+        if customize is not None and customSignalInfo is not None:
+            raise ValueError("give customize or customSignalInfo, not both")
         self._reactor = reactor
         self._clock = cast(IReactorTime, reactor)
         self._endpoint = _endpointFor(reactor, endpoint)
@@ -695,6 +719,7 @@ class TiAStream:
         self.udpInterface = udpInterface
         self.dataHost = dataHost
         self.customSignalInfo = customSignalInfo
+        self.customize = customize
         self._policy = retryPolicy or backoffPolicy()
 
         self.metainfo: MetaInfo | None = None
@@ -797,10 +822,15 @@ class TiAStream:
         control = session.control
         await control.checkProtocolVersion()
         metainfo = await control.getMetaInfo()
-        session.metainfo = metainfo
         host = self.dataHost or self._peerHost(control)
-        if self.customSignalInfo is not None:
-            await control.setCustomSignalInfo(self.customSignalInfo)
+        if self.customize is not None or self.customSignalInfo is not None:
+            if self.customize is not None:
+                await control.customize(self.customize, metainfo)
+            else:
+                assert self.customSignalInfo is not None
+                await control.setCustomSignalInfo(self.customSignalInfo)
+            metainfo = await control.getMetaInfo()  # what this connection will receive
+        session.metainfo = metainfo
         if self.onServerState is not None:
             statePort = await control.getServerStateConnection()
             state = TiAServerStateProtocol(self.onServerState)

@@ -34,6 +34,7 @@ from tia.protocol.control import (
     ControlProtocolError,
     build_message,
 )
+from tia.protocol.custom import CustomSignalInfoError, CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
 from tia.protocol.packet import (
     DataPacket,
@@ -282,6 +283,36 @@ class TiAClient:
             raise TiAError(f"server sent invalid metainfo: {error}") from None
         return True
 
+    def customize(self, spec: CustomSpec) -> bool:
+        """Ask for a channel subset and/or downsampling on this connection (SetCustomSignalInfo).
+
+        ``spec`` is e.g. ``{"eeg": {"channels": [1, 5, 7], "downsample": 4}, "bp": {}}``:
+        signal types to receive (others are not sent), their 1-based server channel
+        numbers or labels in the wanted order (default all) and an integer factor
+        (default 1) that divides the signal's block size. Call it before
+        ``cmd_get_data_connection_*``. On success :attr:`metainfo` (and every later
+        ``cmd_get_metainfo()``) describes the customized stream; False, with the
+        reason in ``last_error``, when the spec does not fit the server or the
+        server refuses it.
+        """
+        self.last_error = None
+        if self.ctrl_socket is None:
+            self.last_error = "not connected"
+            return False
+        if self._metainfo is None and not self.cmd_get_metainfo():
+            return False
+        assert self._metainfo is not None
+        try:
+            content = build_custom_xml(spec, self._metainfo)
+        except CustomSignalInfoError as error:
+            self.last_error = str(error)
+            return False
+        reply = self._command(Command.SET_CUSTOM_SIGNAL_INFO, content=content)
+        if reply is None:
+            return False
+        self._expect(reply, Command.OK, Command.SET_CUSTOM_SIGNAL_INFO)
+        return self.cmd_get_metainfo()
+
     def cmd_get_data_connection_tcp(self) -> tuple[bool, int]:
         """Ask for a TCP data connection; (True, port to connect to) on success."""
         return self._get_port(Command.GET_DATA_CONNECTION, "TCP", Command.DATA_CONNECTION_PORT)
@@ -504,13 +535,15 @@ class TiAClient:
             raise TiAError(f"server answered {request} with an invalid port {text!r}")
         return (True, int(text))
 
-    def _command(self, command: str, parameter: str | None = None) -> ControlMessage | None:
+    def _command(
+        self, command: str, parameter: str | None = None, content: bytes = b""
+    ) -> ControlMessage | None:
         """Send one request and return its reply; None (with last_error) for refusals."""
         self.last_error = None
         if self.ctrl_socket is None:
             self.last_error = "not connected"
             return None
-        reply = self._exchange(self.ctrl_socket, build_message(command, parameter), command)
+        reply = self._exchange(self.ctrl_socket, build_message(command, parameter, content), command)
         if reply.is_error:
             self.last_error = reply.error_text()
             return None

@@ -1,7 +1,8 @@
 """The control channel: a ``LineReceiver`` that frames, the sans-IO parser that parses.
 
 One ``TiAControlProtocol`` per client holds that client's session: its data
-connection (TCP or UDP), whether it is streaming, and nothing else. Every
+connection (TCP or UDP), whether it is streaming, its custom signal info if
+it asked for one (SPEC section 6), and nothing else. Every
 reply is built by ``tia.protocol.control`` and written in one ``write``,
 because some peers read a reply with a single ``recv``.
 """
@@ -27,10 +28,13 @@ from tia.protocol.control import (
     build_error,
     build_message,
 )
+from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
+from tia.server.custom import CustomSubscriber
 from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
 
 if TYPE_CHECKING:
     from tia.server.service import TiAServerFactory
+    from tia.server.stream import Subscriber
 
 log = Logger()
 
@@ -48,17 +52,18 @@ class TiAControlProtocol(LineReceiver):
         self.tcp_listener: TCPDataListener | None = None
         self.tcp_data: TCPDataProtocol | None = None
         self.udp_destination: UDPDestination | None = None
+        self.custom: CustomSignalInfo | None = None
+        self._custom_metainfo_reply: bytes | None = None
+        self._custom_subscriber: CustomSubscriber | None = None
         self.closed: Deferred[None] = Deferred()
         self._handlers: dict[str, Callable[[ControlMessage], bytes]] = {
             Command.CHECK_PROTOCOL_VERSION: lambda message: OK_REPLY,
-            Command.GET_METAINFO: lambda message: self.server.metainfo_reply,
+            Command.GET_METAINFO: lambda message: self._custom_metainfo_reply or self.server.metainfo_reply,
             Command.GET_DATA_CONNECTION: self._get_data_connection,
             Command.START_DATA_TRANSMISSION: self._start,
             Command.STOP_DATA_TRANSMISSION: self._stop,
             Command.GET_SERVER_STATE_CONNECTION: self._get_server_state_connection,
-            Command.SET_CUSTOM_SIGNAL_INFO: lambda message: build_error(
-                "SetCustomSignalInfo is not supported yet"
-            ),
+            Command.SET_CUSTOM_SIGNAL_INFO: self._set_custom_signal_info,
         }
 
     # ------------------------------------------------------------ framing
@@ -147,6 +152,11 @@ class TiAControlProtocol(LineReceiver):
             self.udp_destination = UDPDestination(self.server.udp_sender, (self.peer_host, port))
             return port
         assert udp.address is not None and self.server.udp_group is not None
+        if self._custom_metainfo_reply is not None:  # an identity customization changes nothing
+            return build_error(
+                f"custom signal info cannot be sent over UDP {udp.mode}: all UDP clients of this server"
+                " share one datagram stream; ask for TCP instead"
+            )
         if udp.mode == "broadcast" and not _same_subnet_24(udp.address, self.peer_host):
             return build_error("Target and remote subnet do not match!")
         self.udp_destination = self.server.udp_group
@@ -170,6 +180,40 @@ class TiAControlProtocol(LineReceiver):
         port = self.server.state.port_for(self.local_host)
         return build_message(Command.SERVER_STATE_CONNECTION_PORT, str(port))
 
+    # ------------------------------------------------------------ custom signal info
+
+    def _set_custom_signal_info(self, message: ControlMessage) -> bytes:
+        """Validate and keep this connection's channel subset and downsampling (SPEC section 6).
+
+        A document the server cannot honour gets the reference's ``ValidationError``
+        with the reason as content (what its custom client shows); misuse of the
+        session gets ``Error -- <reason>``. Either way the connection stays usable.
+        """
+        if self.custom is not None:
+            return build_error("this connection already has a custom signal info; it cannot be changed")
+        if self._has_data_connection():
+            return build_error("SetCustomSignalInfo must come before GetDataConnection")
+        server = self.server.hub.metainfo
+        try:
+            custom = CustomSignalInfo.from_xml(message.content, server)
+        except CustomSignalInfoError as error:
+            log.info("refused the custom signal info of {peer}: {reason}", peer=self.peer_host, reason=error)
+            return build_message(Command.VALIDATION_ERROR, content=str(error).encode("utf-8"))
+        self.custom = custom
+        if not custom.is_identity(server):
+            self._custom_metainfo_reply = build_message(Command.METAINFO, content=custom.metainfo(server).to_xml())
+        log.info("client {peer} customized its signals: {custom}", peer=self.peer_host, custom=custom.describe())
+        return OK_REPLY
+
+    def _subscriber(self, target: TCPDataProtocol | UDPDestination) -> Subscriber:
+        """What the hub feeds for ``target``: itself, or a wrapper customizing its stream."""
+        if self.custom is None or self._custom_metainfo_reply is None:
+            return target
+        if self._custom_subscriber is None or self._custom_subscriber.target is not target:
+            hub = self.server.hub
+            self._custom_subscriber = CustomSubscriber(hub, self.custom, hub.metainfo, target)
+        return self._custom_subscriber
+
     # ------------------------------------------------------------ data plumbing
 
     def _has_data_connection(self) -> bool:
@@ -182,7 +226,7 @@ class TiAControlProtocol(LineReceiver):
         self._update_subscription()
 
     def _tcp_data_lost(self, protocol: TCPDataProtocol) -> None:
-        self.server.hub.unsubscribe(protocol)
+        self.server.hub.unsubscribe(self._subscriber(protocol))
         if self.tcp_data is protocol:
             self.tcp_data = None
         log.info(
@@ -195,9 +239,9 @@ class TiAControlProtocol(LineReceiver):
         if self.udp_destination is not None and self.udp_destination is self.server.udp_group:
             self.server.set_group_member(self, self.started)
         elif self.udp_destination is not None:
-            (hub.subscribe if self.started else hub.unsubscribe)(self.udp_destination)
+            (hub.subscribe if self.started else hub.unsubscribe)(self._subscriber(self.udp_destination))
         if self.tcp_data is not None:
-            (hub.subscribe if self.started else hub.unsubscribe)(self.tcp_data)
+            (hub.subscribe if self.started else hub.unsubscribe)(self._subscriber(self.tcp_data))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.started = False

@@ -66,6 +66,10 @@ class StreamHub:
         self._on_fatal = on_fatal
         self.subscribers: list[Subscriber] = []
         self.ticks_sent = 0
+        # The raw blocks of the tick being sent, (flag, channels x block) in wire order, for
+        # subscribers that send their own selection of them (tia.server.custom) without
+        # decoding the shared body. Valid during the fan-out of that tick only.
+        self.current_blocks: list[tuple[int, SampleArray]] = []
 
         routes: dict[int, _SignalRoute] = {}
         labels: dict[int, list[str]] = {}
@@ -149,6 +153,7 @@ class StreamHub:
                 pieces.append(state.block if rows is None else state.block[rows])
             else:
                 blocks.append((route.type.flag, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)))
+        self.current_blocks = blocks
         return encode_body(blocks)
 
     def run_tick(self, tick: int) -> None:
