@@ -41,6 +41,7 @@ from tia.recording import (
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_EVENTS_PORT = 9100  # tia.sources.injected.DEFAULT_EVENTS_PORT, without importing the sources
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_ASCII = "_.-~=*#@"
 
@@ -591,6 +592,42 @@ store NaN, the physical minimum, covered by a 'BAD_ACQ_SKIP' annotation.
 """
 
 
+# -- tia event ---------------------------------------------------------------
+
+
+def _events_address(text: str) -> Address:
+    """HOST[:PORT] of an [events] endpoint; the port defaults to 9100, not 9000."""
+    address = parse_address(text)
+    bare_ipv6 = text.count(":") > 1 and not text.strip().startswith("[")
+    has_port = not bare_ipv6 and ":" in text.strip().rsplit("]", 1)[-1]
+    return address if has_port else Address(address.host, DEFAULT_EVENTS_PORT)
+
+
+def _event_value(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return text
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    """Post one event code to a server's [events] endpoint; it goes out in the next packet."""
+    from tia.server.events import post_event
+
+    address: Address = args.host
+    line = " ".join([*([args.signal] if args.signal else []), *args.values])
+    try:
+        reply = post_event(address.host, address.port, line, timeout=args.timeout)
+    except OSError as error:
+        raise CLIError(f"cannot post to {address}: {error} (is [events] endpoint set on the server?)") from None
+    if reply != "OK":
+        raise CLIError(f"{address} refused {line!r}: {reply.removeprefix('ERROR ')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree: one subcommand per task, each with its own --help."""
     common = argparse.ArgumentParser(add_help=False)
@@ -700,6 +737,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ping.add_argument("-q", "--quiet", action="store_true", help="only the summary line")
     ping.set_defaults(handler=cmd_ping)
+
+    event = commands.add_parser(
+        "event",
+        help="post an event code to the server's [events] endpoint",
+        description="Post CODE (or one value per channel) to a server's injected-events endpoint"
+        " ([events] endpoint in its config); it goes out as an aperiodic packet in the next tick."
+        " Exit 1 if the server refuses it.",
+    )
+    event.add_argument("values", nargs="+", type=_event_value, metavar="CODE", help="event code or value(s)")
+    event.add_argument(
+        "--host", type=_events_address, default=Address(DEFAULT_HOST, DEFAULT_EVENTS_PORT), metavar="HOST[:PORT]",
+        help=f"events endpoint (default {DEFAULT_HOST}:{DEFAULT_EVENTS_PORT})",
+    )
+    event.add_argument(
+        "--signal", metavar="TARGET",
+        help="signal type (event, button, keycode, ...) or source name (default: the event source)",
+    )
+    event.add_argument(
+        "--timeout", type=_positive, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"give up on the reply after this long (default {DEFAULT_TIMEOUT:g})",
+    )
+    event.set_defaults(handler=cmd_event)
     return parser
 
 
@@ -712,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.command is None:
         parser.print_usage(sys.stderr)
-        sys.stderr.write("tia: error: a COMMAND is required (info, monitor, record, ping)\n")
+        sys.stderr.write("tia: error: a COMMAND is required (info, monitor, record, ping, event)\n")
         return 2
     try:
         return int(args.handler(args))

@@ -16,13 +16,24 @@ from pathlib import Path
 
 from tia.protocol.metainfo import Subject
 from tia.protocol.packet import MAX_UDP_PAYLOAD, packet_size
-from tia.protocol.signals import UnknownSignalType, by_name
-from tia.sources import DRIVERS
-from tia.sources.base import ON_ERROR_POLICIES, ChannelSpec, SourceSpec
+from tia.protocol.signals import SignalType, UnknownSignalType, by_name
+from tia.sources import DRIVERS, Driver, find_driver, parse_path
+from tia.sources.base import (
+    ON_ERROR_POLICIES,
+    ChannelSpec,
+    OptionError,
+    SourceDescription,
+    SourceError,
+    SourceSpec,
+)
+from tia.sources.plugins import PluginError
+from tia.sources.synthetic import WAVES
 
 DEFAULT_CONTROL = "tcp:9000:interface=127.0.0.1"
 UDP_MODES = ("off", "unicast", "broadcast", "multicast")
 SOURCE_PREFIX = "source:"
+GENERIC_SOURCE_KEYS = ("driver", "type", "channels", "rate", "blocksize", "on_error")
+EVENT_ENDPOINT_KINDS = ("tcp", "tcp6", "unix")
 
 
 class ConfigError(ValueError):
@@ -63,6 +74,7 @@ class ServerConfig:
     max_line_length: int = 1024
     max_content_length: int = 1 << 20
     path: str | None = None
+    events_endpoint: str | None = None  # [events] endpoint: where other programs post events
 
     @property
     def master(self) -> SourceSpec:
@@ -200,10 +212,24 @@ def _parse_source(section: _Section) -> SourceSpec:
     if not name:
         raise section.error(None, "a source section needs a name: [source:NAME]")
     driver_name = section.required("driver", f"one of {', '.join(DRIVERS)}")
-    driver = DRIVERS.get(driver_name)
+    try:
+        driver = find_driver(driver_name)
+    except PluginError as error:
+        raise section.error("driver", str(error)) from None
     if driver is None:
-        raise section.error("driver", f"unknown driver {driver_name!r}; known: {', '.join(DRIVERS)}")
-    channels = _parse_channels(section, section.text("type"))
+        raise section.error(
+            "driver", f"unknown driver {driver_name!r}; known: {', '.join(DRIVERS)} (or a tia.sources entry point)"
+        )
+    type_text = section.text("type")
+    listed = _parse_channels(section, type_text) if section.has("channels") or driver.describe is None else None
+    options = _parse_options(section, driver, driver_name)
+    described_rate: Fraction | None = None
+    if driver.describe is not None:
+        described = _describe(section, driver, options, listed, type_text)
+        channels, described_rate = described.channels, described.sampling_rate
+    else:
+        assert listed is not None
+        channels = listed
     aperiodic = {c.type.aperiodic for c in channels}
     if len(aperiodic) > 1 or (True in aperiodic and len({c.type for c in channels}) > 1):
         raise section.error(
@@ -226,28 +252,68 @@ def _parse_source(section: _Section) -> SourceSpec:
                 raise section.error(key, "aperiodic sources are polled once per packet; remove it")
         rate = Fraction(1)  # replaced by the packet rate once the master is known
         block_size = 1
+    elif described_rate is not None and not section.text("rate"):
+        rate = described_rate  # the file's or device's own rate
+        block_size = section.integer("blocksize", 1, 1, 0xFFFF)
     else:
         rate = _parse_rate(section, "rate")
+        if described_rate is not None and rate != described_rate:
+            raise section.error(
+                "rate", f"{_fmt(rate)} Hz, but the {driver_name} source runs at {_fmt(described_rate)} Hz "
+                "(nothing is resampled); remove rate, it comes from the file or device"
+            )
         block_size = section.integer("blocksize", 1, 1, 0xFFFF)
 
     on_error = section.choice("on_error", "stop-signal", ON_ERROR_POLICIES)
+    spec = SourceSpec(name, driver_name, rate, block_size, channels, options, on_error)
+    try:
+        driver.factory(spec)  # drivers check their options (count per channel...) when built
+    except OptionError as error:
+        raise section.error(error.key, str(error)) from None
+    except Exception as error:
+        raise section.error(None, f"driver {driver_name!r} rejects this source: {error}") from None
+    return spec
+
+
+def _parse_options(section: _Section, driver: Driver, driver_name: str) -> dict[str, object]:
+    """The driver's own keys, each through its parser; a path is relative to the INI file."""
     options: dict[str, object] = {}
     for key in section.remaining():
+        if key in GENERIC_SOURCE_KEYS:
+            continue
         parser = driver.options.get(key)
         if parser is None:
             known = ", ".join(sorted(driver.options)) or "none"
             raise section.error(key, f"unknown key for driver {driver_name!r} (its options: {known})")
         text = section.text(key) or ""
         try:
-            options[key] = parser(text)
-        except ValueError as error:
+            value = parser(text)
+        except (ValueError, SourceError) as error:
             raise section.error(key, f"invalid value {text!r}: {error}") from None
-    spec = SourceSpec(name, driver_name, rate, block_size, channels, options, on_error)
+        if parser is parse_path and isinstance(value, Path) and not value.is_absolute() and section.path:
+            value = Path(section.path).parent / value
+        options[key] = value
+    return options
+
+
+def _describe(
+    section: _Section, driver: Driver, options: dict[str, object],
+    listed: tuple[ChannelSpec, ...] | None, type_text: str | None,
+) -> SourceDescription:
+    """Ask the driver what its file or device has (rate, channels), naming the key at fault."""
+    assert driver.describe is not None
+    default_type: SignalType | None = None
+    if type_text:
+        try:
+            default_type = by_name(type_text)
+        except UnknownSignalType as error:
+            raise section.error("type", str(error)) from None
     try:
-        driver.factory(spec)  # drivers check their options (count per channel...) when built
-    except Exception as error:
-        raise section.error(None, f"driver {driver_name!r} rejects this source: {error}") from None
-    return spec
+        return driver.describe(options, listed, default_type)
+    except OptionError as error:
+        raise section.error(error.key, str(error)) from None
+    except (ValueError, OSError, SourceError) as error:
+        raise section.error(None, f"driver {driver.name!r}: {error}") from None
 
 
 def _parse_udp(section: _Section) -> UDPConfig:
@@ -292,11 +358,11 @@ def load_config(path: str | Path) -> ServerConfig:
 
 def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> ServerConfig:
     sections = {name: _Section(path, name, parser[name]) for name in parser.sections()}
-    known = {"server", "subject", "udp"}
+    known = {"server", "subject", "udp", "events"}
     for name in sections:
         if name not in known and not name.startswith(SOURCE_PREFIX):
             raise ConfigError(
-                "unknown section (expected [server], [subject], [udp] or [source:NAME])", path, name
+                "unknown section (expected [server], [subject], [udp], [events] or [source:NAME])", path, name
             )
 
     server = sections.get("server") or _Section(path, "server", {})
@@ -315,6 +381,9 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
     server.check_all_used()
     udp = _parse_udp(udp_section)
     udp_section.check_all_used()
+    events_section = sections.get("events") or _Section(path, "events", {})
+    events_endpoint = _parse_events(events_section)
+    events_section.check_all_used()
 
     source_sections = [s for name, s in sections.items() if name.startswith(SOURCE_PREFIX)]
     if not source_sections:
@@ -322,11 +391,38 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
     specs = _with_aperiodic_rates([_parse_source(section) for section in source_sections])
     for section in source_sections:
         section.check_all_used()
+    _check_injected(specs, events_endpoint, path)
     config = ServerConfig(
-        tuple(specs), subject, control, udp, backlog, max_line, max_content, path
+        tuple(specs), subject, control, udp, backlog, max_line, max_content, path, events_endpoint
     )
     validate(config)
     return config
+
+
+def _parse_events(section: _Section) -> str | None:
+    """``[events] endpoint``: off by default; a Twisted server endpoint string."""
+    endpoint = section.text("endpoint") or "off"
+    if endpoint.lower() in ("off", "none", "no"):
+        return None
+    if endpoint.split(":", 1)[0] not in EVENT_ENDPOINT_KINDS:
+        raise section.error(
+            "endpoint", f"{endpoint!r} is not a server endpoint such as tcp:9100:interface=127.0.0.1 (or off)"
+        )
+    return endpoint
+
+
+def _check_injected(specs: Sequence[SourceSpec], endpoint: str | None, path: str | None) -> None:
+    injected = [s for s in specs if s.driver == "injected"]
+    if endpoint is not None and not injected:
+        raise ConfigError(
+            "no [source:NAME] with driver = injected receives the posted events "
+            "(add one, e.g. channels = trigger:event)", path, "events", "endpoint",
+        )
+    if endpoint is None and injected:
+        raise ConfigError(
+            "driver = injected receives events through [events] endpoint, which is off "
+            "(set e.g. endpoint = tcp:9100:interface=127.0.0.1)", path, f"{SOURCE_PREFIX}{injected[0].name}", "driver",
+        )
 
 
 def _with_aperiodic_rates(specs: Sequence[SourceSpec]) -> list[SourceSpec]:
@@ -412,7 +508,7 @@ def with_control_port(config: ServerConfig, port: int) -> ServerConfig:
 
 def sources_from_signal_options(values: Sequence[str]) -> tuple[SourceSpec, ...]:
     """Synthetic sources from ``--signal TYPE:CHANNELS:RATE:BLOCKSIZE[:WAVE]``; the first is master."""
-    waves = [name for name, driver in DRIVERS.items() if driver.periodic is not False and name != "callback"]
+    waves = list(WAVES)
     specs = []
     for index, value in enumerate(values, start=1):
         parts = value.split(":")

@@ -154,7 +154,19 @@ class TiAService(MultiService):
         self.factory = TiAServerFactory(config, self.hub, reactor)
         self.control_service = strports.service(config.control, self.factory, reactor=reactor)
         self.control_service.setServiceParent(self)
+        self.events_service: Any = None  # [events] endpoint: posted event codes, off by default
+        if config.events_endpoint is not None:
+            from tia.server.events import events_service
+
+            self.events_service = events_service(config.events_endpoint, built, reactor)
+            self.events_service.setServiceParent(self)
         self._udp_port: IListeningPort | None = None
+
+    @property
+    def events_port(self) -> int:
+        """The bound events port (useful with ``tcp:0``)."""
+        port: int = self.events_service._waitingForPort.result.getHost().port
+        return port
 
     @property
     def control_port(self) -> int:
@@ -168,6 +180,8 @@ class TiAService(MultiService):
         if self.control_service._waitingForPort is None:  # type: ignore[attr-defined]
             self.control_service.privilegedStartService()  # not yet bound by twistd
         try:
+            if self.events_service is not None and self.events_service._waitingForPort is None:
+                self.events_service.privilegedStartService()  # a taken port fails here too
             self.hub.start_sources()
             if self.factory.udp_sender is not None:
                 udp_reactor: IReactorUDP = self.reactor
@@ -177,6 +191,8 @@ class TiAService(MultiService):
                 )
         except Exception:
             self.control_service.stopService()
+            if self.events_service is not None and self.events_service._waitingForPort is not None:
+                self.events_service.stopService()
             raise
         super().startService()
         self.clock.start()

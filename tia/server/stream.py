@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from tia.protocol.metainfo import MetaInfo, SignalInfo, Subject
 from tia.protocol.packet import SampleArray, encode_body, packet_size
 from tia.protocol.signals import SignalType
-from tia.sources.base import ISource, as_block
+from tia.sources.base import ISource, SourceFinished, as_block
 
 log = Logger()
 
@@ -39,6 +39,7 @@ class _SourceState:
     source: ISource
     failed: bool = False
     zero_filling: bool = False
+    missed: int = 0  # ticks a device-clocked source had no complete block
     block: SampleArray | None = None
 
 
@@ -64,6 +65,7 @@ class StreamHub:
         self.packet_rate: Fraction = self.master.packet_rate
         self._states = [_SourceState(source) for source in sources]
         self._on_fatal = on_fatal
+        self._fatal_sent = False
         self.subscribers: list[Subscriber] = []
         self.ticks_sent = 0
         # The raw blocks of the tick being sent, (flag, channels x block) in wire order, for
@@ -174,9 +176,15 @@ class StreamHub:
             block = state.source.read(tick)
             if block is None:
                 if not spec.aperiodic:
-                    raise ValueError("a periodic source returned no block")
+                    if not getattr(state.source, "device_clocked", False):
+                        raise ValueError("a periodic source returned no block")
+                    state.missed += 1  # no complete block yet: absent, never invented
+                    return None
             else:
                 block = as_block(spec, block)
+        except SourceFinished as end:
+            self._source_finished(state, tick, end)
+            return None
         except Exception as error:
             return self._source_failed(state, tick, error)
         if state.zero_filling:
@@ -200,11 +208,32 @@ class StreamHub:
                 "source [{name}] failed at tick {tick}: {error}; stopping the server "
                 "(on_error = stop-server)", name=spec.name, tick=tick, error=error,
             )
-            if self._on_fatal is not None:
-                self._on_fatal(f"source [{spec.name}] failed: {error}")
+            self._fatal(f"source [{spec.name}] failed: {error}")
         else:
             log.error(
                 "source [{name}] failed at tick {tick}: {error}; its signals are no longer sent "
                 "(on_error = stop-signal)", name=spec.name, tick=tick, error=error,
             )
         return None
+
+    def _source_finished(self, state: _SourceState, tick: int, end: SourceFinished) -> None:
+        """End of data (a replayed file): not an error; the source's signals stop."""
+        spec = state.source.spec
+        state.failed = True
+        if end.stop_server:
+            log.info(
+                "source [{name}] finished at tick {tick}: {reason}; stopping the server (on_end = stop-server)",
+                name=spec.name, tick=tick, reason=end,
+            )
+            self._fatal(f"source [{spec.name}] finished: {end}")
+        else:
+            log.info(
+                "source [{name}] finished at tick {tick}: {reason}; its signals are no longer sent "
+                "(on_end = stop-signal)", name=spec.name, tick=tick, reason=end,
+            )
+
+    def _fatal(self, reason: str) -> None:
+        """Ask once for the server to stop, however many sources end on the same tick."""
+        if self._on_fatal is not None and not self._fatal_sent:
+            self._fatal_sent = True
+            self._on_fatal(reason)

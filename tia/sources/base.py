@@ -26,6 +26,27 @@ class SourceError(Exception):
     """A source could not deliver; the message names the source."""
 
 
+class SourceFinished(Exception):
+    """Raised from ``read`` when a source has no more data (a replayed file ended).
+
+    Not a failure: the hub logs it, stops the source's signals and, with
+    ``stop_server``, stops the server gracefully (state clients hear
+    ``ServerStateShutdown``).
+    """
+
+    def __init__(self, message: str, stop_server: bool = False) -> None:
+        super().__init__(message)
+        self.stop_server = stop_server
+
+
+class OptionError(ValueError):
+    """A driver rejects one of its options; ``key`` lets the config error name it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class ChannelSpec:
     label: str
@@ -53,6 +74,14 @@ class SourceSpec:
         return self.sampling_rate / self.block_size
 
 
+@dataclass(frozen=True)
+class SourceDescription:
+    """What a driver learns from its file or device at config time (rate None: not known)."""
+
+    sampling_rate: Fraction | None
+    channels: tuple[ChannelSpec, ...]
+
+
 class ISource(Interface):
     """A provider of samples, polled once per master tick on the reactor thread."""
 
@@ -66,7 +95,9 @@ class ISource(Interface):
 
     def read(tick: int) -> SampleArray | None:
         """The block of master tick ``tick``: (channels, block size) float32 samples,
-        or ``None`` for an aperiodic source whose value did not change."""
+        or ``None`` for an aperiodic source whose value did not change (or for a
+        periodic source with ``device_clocked = True`` that has no complete block
+        yet). Raises ``SourceFinished`` at the end of its data."""
 
 
 class BlockShapeError(SourceError):

@@ -1,0 +1,102 @@
+"""The injected-events endpoint: other programs post event codes over a tiny line protocol.
+
+Off by default; ``[events] endpoint = tcp:9100:interface=127.0.0.1`` turns it
+on (loopback: like the control port, anyone who reaches it can write into
+the stream). One line per event, ``\\n``-terminated, answered ``OK`` or
+``ERROR <reason>``; the grammar is in ``tia.sources.injected``. Each value
+goes to an ``injected`` source and out in the next packet. ``post_event`` is
+the blocking client behind ``tia event CODE``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+
+from tia.sources.base import ISource
+from tia.sources.injected import DEFAULT_EVENTS_PORT, MAX_LINE, EventRejected, EventRouter, InjectedEventSource
+
+log = Logger()
+
+__all__ = ["DEFAULT_EVENTS_PORT", "EventFactory", "EventLineProtocol", "events_service", "post_event"]
+
+
+class EventLineProtocol(LineReceiver):
+    """One poster: a line in, ``OK`` or ``ERROR <reason>`` out."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+
+    def __init__(self, router: EventRouter) -> None:
+        self.router = router
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            text = line.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self._reply("ERROR not UTF-8")
+            return
+        if not text:
+            return  # blank lines (keep-alives) are ignored
+        try:
+            source = self.router.post(text)
+        except EventRejected as error:
+            log.info("event {line!r} refused: {reason}", line=text, reason=error)
+            self._reply(f"ERROR {error}")
+            return
+        log.debug("event {line!r} queued for source [{name}]", line=text, name=source.spec.name)
+        self._reply("OK")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._reply(f"ERROR line longer than {self.MAX_LENGTH} bytes")
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def _reply(self, text: str) -> None:
+        assert self.transport is not None
+        self.transport.write(text.encode("utf-8") + b"\n")
+
+
+class EventFactory(Factory):
+    noisy = False
+
+    def __init__(self, router: EventRouter) -> None:
+        self.router = router
+
+    def buildProtocol(self, addr: IAddress | None) -> EventLineProtocol:
+        protocol = EventLineProtocol(self.router)
+        protocol.factory = self
+        return protocol
+
+
+def events_service(endpoint: str, sources: Sequence[ISource], reactor: Any) -> IService:
+    """The listening service for ``[events] endpoint``, routing to the injected sources."""
+    injected = [s for s in sources if isinstance(s, InjectedEventSource)]
+    service: IService = strports.service(endpoint, EventFactory(EventRouter(injected)), reactor=reactor)
+    service.setName("events")
+    return service
+
+
+def post_event(host: str, port: int, line: str, timeout: float = 5.0) -> str:
+    """Send one event line and return the server's reply (``OK`` or ``ERROR ...``); blocking."""
+    if "\n" in line or "\r" in line:
+        raise ValueError("one event per line")
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        connection.sendall(line.encode("utf-8") + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = connection.recv(1024)
+            if not chunk:
+                break
+            reply += chunk
+    if not reply:
+        raise ConnectionError(f"{host}:{port} closed the connection without a reply")
+    return reply.decode("utf-8", "replace").strip()
