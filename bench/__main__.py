@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from tia.protocol.control import ControlMessage, ControlParser, build_message
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = struct.Struct("<BIIQQQ")
 
@@ -74,19 +76,20 @@ class Row:
 # ----------------------------------------------------------------- load clients
 
 
-def _request(sock: socket.socket, command: str) -> str:
-    sock.sendall(f"TiA 1.0\n{command}\n\n".encode())
-    reply = b""
-    while b"\n\n" not in reply:
+def request(
+    sock: socket.socket, command: str, parameter: str | None = None, content: bytes = b""
+) -> ControlMessage:
+    """One control request on a blocking socket and its reply, parsed by the protocol core."""
+    sock.sendall(build_message(command, parameter, content))
+    parser = ControlParser()
+    while True:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("server closed the control connection")
-        reply += chunk
-    head = reply.split(b"\n\n", 1)[0].decode()
-    line = head.split("\n")[1]
-    if line.startswith("Error"):
-        raise RuntimeError(f"{command}: {line}")
-    return line
+        for reply in parser.feed(chunk):
+            if reply.is_error:
+                raise RuntimeError(f"{command}: {reply.error_text()}")
+            return reply
 
 
 def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: Any) -> None:
@@ -95,10 +98,10 @@ def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: 
     states = []
     for _ in range(count):
         control = socket.create_connection(("127.0.0.1", port))
-        line = _request(control, "GetDataConnection:TCP")
-        data = socket.create_connection(("127.0.0.1", int(line.split(":")[1])))
+        reply = request(control, "GetDataConnection", "TCP")
+        data = socket.create_connection(("127.0.0.1", int(reply.parameter or 0)))
         data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        _request(control, "StartDataTransmission")
+        request(control, "StartDataTransmission")
         data.setblocking(False)
         state: dict[str, Any] = {"control": control, "buffer": bytearray(), "ids": [], "numbers": [], "times": []}
         selector.register(data, selectors.EVENT_READ, state)

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.__main__ import request
 from tia.config import parse_config
-from tia.protocol.control import build_message
 from tia.protocol.custom import CustomSignalInfo, CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import encode_header
@@ -118,40 +118,15 @@ SOCKET_CASES: dict[str, tuple[str, CustomSpec]] = {
 }
 
 
-def _exchange(sock: socket.socket, request: bytes) -> bytes:
-    """One request, its whole reply (head and content)."""
-    sock.sendall(request)
-    reply = b""
-    while b"\n\n" not in reply:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the control connection")
-        reply += chunk
-    head, _, content = reply.partition(b"\n\n")
-    for line in head.split(b"\n"):
-        if line.startswith(b"Content-Length:"):
-            length = int(line.split(b":")[1])
-            while len(content) < length:
-                content += sock.recv(65536)
-    if b"Error" in head.split(b"\n")[1]:
-        raise RuntimeError(f"refused: {head!r} {content!r}")
-    return content
-
-
-def _port_of(reply_head: bytes) -> int:
-    return int(reply_head.split(b"\n")[1].split(b":")[1])
-
-
 def _open_client(port: int, spec: CustomSpec | None) -> tuple[socket.socket, socket.socket]:
     """A streaming client (customized by ``spec``): its control and data sockets."""
     control = socket.create_connection(("127.0.0.1", port))
     if spec is not None:
-        server = MetaInfo.from_xml(_exchange(control, build_message("GetMetaInfo")))
-        _exchange(control, build_message("SetCustomSignalInfo", content=build_custom_xml(spec, server)))
-    control.sendall(build_message("GetDataConnection", "TCP"))
-    head = control.recv(65536).partition(b"\n\n")[0]
-    data = socket.create_connection(("127.0.0.1", _port_of(head)))
-    _exchange(control, build_message("StartDataTransmission"))
+        server = MetaInfo.from_xml(request(control, "GetMetaInfo").content)
+        request(control, "SetCustomSignalInfo", content=build_custom_xml(spec, server))
+    reply = request(control, "GetDataConnection", "TCP")
+    data = socket.create_connection(("127.0.0.1", int(reply.parameter or 0)))
+    request(control, "StartDataTransmission")
     data.setblocking(False)
     return control, data
 
