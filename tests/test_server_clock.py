@@ -89,3 +89,15 @@ def test_monotonic_clock_delegates_scheduling() -> None:
     fake.advance(1.0)
     assert calls == [1]
     assert monotonic.seconds() > 0
+
+
+def test_tick_zero_at_start_even_at_a_large_start_time() -> None:
+    # at such start times float rounding made LoopingCall's first count 0 (tick 0 missing,
+    # every tick one interval late)
+    for start in (1000.0, 2.5, 12345.678):
+        clock, fake, ticks = make(Fraction(1000))
+        fake.advance(start)
+        clock.start()
+        assert ticks == [0]
+        fake.advance(0.0105)
+        assert ticks == list(range(11))

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 
 from tia.config import ServerConfig
 from tia.protocol.control import SERVER_STATE_RUNNING, SERVER_STATE_SHUTDOWN, Command, build_message
-from tia.server.clock import MasterClock, MonotonicClock
+from tia.server.clock import MasterClock, best_clock
 from tia.server.control import TiAControlProtocol
 from tia.server.data import UDPDestination, UDPSender
 from tia.server.stream import StreamHub
@@ -150,7 +150,10 @@ class TiAService(MultiService):
         self.reactor = reactor
         built = list(sources) if sources is not None else [build_source(s) for s in config.sources]
         self.hub = StreamHub(built, config.subject, on_fatal=self._fatal)
-        self.clock = MasterClock(self.hub.packet_rate, self.hub.run_tick, clock or MonotonicClock(reactor))
+        self._own_clock: IReactorTime | None = None  # built here, so released here
+        if clock is None:
+            clock = self._own_clock = best_clock(reactor)
+        self.clock = MasterClock(self.hub.packet_rate, self.hub.run_tick, clock)
         self.factory = TiAServerFactory(config, self.hub, reactor)
         self.control_service = strports.service(config.control, self.factory, reactor=reactor)
         self.control_service.setServiceParent(self)
@@ -210,6 +213,9 @@ class TiAService(MultiService):
         log.info("TiA server stopping")
         self.factory.state.announce_shutdown()
         self.clock.stop()
+        close = getattr(self._own_clock, "close", None)
+        if close is not None:
+            close()  # PreciseClock's timerfd; a restart reopens it
         waiting: list[Deferred[Any]] = [client.closed for client in self.factory.state.clients]
         for control in tuple(self.factory.controls):
             waiting.append(control.closed)
