@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ class Workload:
     name: str
     signal: str  # --signal TYPE:CHANNELS:RATE:BLOCKSIZE[:WAVE]
     clients: int
-    transport: str = "TCP"
+    transport: str = "TCP"  # or "multicast": one shared group stream, ``clients`` receivers
+    group_port: int = 0
 
     @property
     def packet_rate(self) -> float:
@@ -52,8 +54,25 @@ WORKLOADS = {
     "W1": Workload("W1", "eeg:64:1000:1", 10),
     "W2": Workload("W2", "eeg:64:1000:1", 50),
     "W3": Workload("W3", "eeg:256:2048:8", 32),
+    "W4": Workload("W4", "eeg:64:1000:1", 200, transport="multicast"),
     "W1-1": Workload("W1-1", "eeg:64:1000:1", 1),
+    "W4-1": Workload("W4-1", "eeg:64:1000:1", 1, transport="multicast"),
 }
+MULTICAST_GROUP = "239.255.77.1"
+MULTICAST_INI = """
+[udp]
+mode = multicast
+address = {group}
+port = {port}
+interface = 127.0.0.1
+
+[source:placeholder]
+driver = sine
+rate = 1000
+blocksize = 1
+channels = 1
+type = eeg
+"""
 
 
 @dataclass
@@ -140,6 +159,40 @@ def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: 
     queue.put(results)
 
 
+def _multicast_worker(group_port: int, count: int, seconds: float, warmup: float, queue: Any) -> None:
+    """``count`` sockets joined to the group, each recording what it receives."""
+    selector = selectors.DefaultSelector()
+    states = []
+    membership = socket.inet_aton(MULTICAST_GROUP) + socket.inet_aton("127.0.0.1")
+    for _ in range(count):
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        receiver.bind(("", group_port))
+        receiver.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        receiver.setblocking(False)
+        state: dict[str, Any] = {"socket": receiver, "ids": [], "numbers": [], "times": []}
+        selector.register(receiver, selectors.EVENT_READ, state)
+        states.append(state)
+    record_from = time.monotonic() + warmup
+    end = record_from + seconds
+    while time.monotonic() < end:
+        for key, _ in selector.select(timeout=0.05):
+            state = key.data
+            while True:
+                try:
+                    datagram = state["socket"].recv(65536)
+                except BlockingIOError:
+                    break
+                arrival = time.monotonic_ns()
+                if arrival >= record_from * 1e9:
+                    _, _, _, packet_id, number, _ = HEADER.unpack_from(datagram, 0)
+                    state["ids"].append(packet_id)
+                    state["numbers"].append(number)
+                    state["times"].append(arrival)
+    queue.put([(state["ids"], state["numbers"], state["times"]) for state in states])
+
+
 # ----------------------------------------------------------------- server process
 
 
@@ -169,6 +222,9 @@ def _rss_mib(pid: int) -> float:
 def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     config = ROOT / "etc" / "server.ini"
+    if workload.transport == "multicast":
+        config = log.with_name("multicast.ini")
+        config.write_text(MULTICAST_INI.format(group=MULTICAST_GROUP, port=workload.group_port))
     process = subprocess.Popen(
         [_twistd(), "-n", "--pidfile=", f"--logfile={log}", "tia", "--config", str(config),
          "--port", str(port), "--signal", workload.signal],
@@ -218,14 +274,25 @@ def _analyse(workload: Workload, seconds: float, results: list[ClientRecord]) ->
 
 
 def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
+    if workload.transport == "multicast":
+        workload = replace(workload, group_port=_free_port())
     with tempfile.TemporaryDirectory() as tmp:
         process, port = _start_server(workload, Path(tmp) / "server.log")
         try:
             queue: Any = multiprocessing.get_context("fork").Queue()
             per_worker = [workload.clients // workers + (i < workload.clients % workers) for i in range(workers)]
+            target: Callable[..., None]
+            if workload.transport == "multicast":
+                # one control client starts the shared group stream; the receivers only listen
+                starter = socket.create_connection(("127.0.0.1", port))
+                request(starter, "GetDataConnection", "UDP")
+                request(starter, "StartDataTransmission")
+                target, target_args = _multicast_worker, (workload.group_port,)
+            else:
+                target, target_args = _client_worker, (port,)
             procs = [
                 multiprocessing.get_context("fork").Process(
-                    target=_client_worker, args=(port, n, seconds, warmup, queue)
+                    target=target, args=(*target_args, n, seconds, warmup, queue)
                 )
                 for n in per_worker if n
             ]
