@@ -90,6 +90,7 @@ class Row:
     rate_error_ppm: float
     cpu_percent: float
     rss_mib: float
+    rss_start_mib: float = 0.0  # at the start of the measured window: growth = rss_mib / this
 
 
 # ----------------------------------------------------------------- load clients
@@ -300,6 +301,7 @@ def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
                 proc.start()
             time.sleep(warmup + 0.5)
             cpu0, wall0 = _cpu_seconds(process.pid), time.monotonic()
+            rss_start = _rss_mib(process.pid)
             time.sleep(max(0.0, seconds - 1.0))
             cpu1, wall1 = _cpu_seconds(process.pid), time.monotonic()
             rss = _rss_mib(process.pid)
@@ -314,14 +316,14 @@ def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
     stats = _analyse(workload, seconds, results)
     return Row(
         workload.name, workload.clients, seconds, cpu_percent=100.0 * (cpu1 - cpu0) / (wall1 - wall0),
-        rss_mib=rss, **stats,  # type: ignore[arg-type]
+        rss_mib=rss, rss_start_mib=rss_start, **stats,  # type: ignore[arg-type]
     )
 
 
 def print_table(rows: list[Row]) -> None:
     header = (
         f"{'workload':8} {'clients':>7} {'pkt/s exp':>9} {'pkt/s rx':>9} {'loss':>5} {'gaps':>5} "
-        f"{'jit p50':>8} {'jit p99':>8} {'jit max':>8} {'rate ppm':>9} {'CPU %':>6} {'RSS MiB':>8}"
+        f"{'jit p50':>8} {'jit p99':>8} {'jit max':>8} {'rate ppm':>9} {'CPU %':>6} {'RSS MiB':>8} {'RSS +%':>6}"
     )
     sys.stdout.write(header + "\n" + "-" * len(header) + "\n")
     for row in rows:
@@ -329,7 +331,8 @@ def print_table(rows: list[Row]) -> None:
             f"{row.workload:8} {row.clients:7d} {row.expected_per_client / row.seconds:9.1f} "
             f"{row.received_per_client / row.seconds:9.1f} {row.loss:5d} {row.gaps:5d} "
             f"{row.jitter_p50_ms:7.3f}m {row.jitter_p99_ms:7.3f}m {row.jitter_max_ms:7.3f}m "
-            f"{row.rate_error_ppm:9.1f} {row.cpu_percent:6.1f} {row.rss_mib:8.1f}\n"
+            f"{row.rate_error_ppm:9.1f} {row.cpu_percent:6.1f} {row.rss_mib:8.1f} "
+            f"{100 * (row.rss_mib / row.rss_start_mib - 1):6.1f}\n"
         )
 
 
