@@ -1,0 +1,124 @@
+"""The live web monitor: a scope, the server's status and metrics, served by the daemon itself.
+
+Off by default; ``--web tcp:8080`` or ``[web] endpoint = tcp:8080`` turns it on
+(a TCP endpoint without ``interface=`` binds loopback: the page shows raw
+biosignals and who is connected, with no authentication). One page (vanilla
+JavaScript and a canvas, shipped in ``static/``), ``/status`` (JSON),
+``/metrics`` (Prometheus text) and ``/stream`` (Server-Sent Events carrying
+display frames, see ``tia.web.display``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import strports
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from tia.web.display import FRAME_RATE, LiveDisplay
+from tia.web.resources import MonitorSite, root_resource
+
+if TYPE_CHECKING:
+    from tia.server.service import TiAService
+
+log = Logger()
+
+__all__ = ["WebMonitor", "endpoint_interface", "web_service"]
+
+
+def endpoint_interface(endpoint: str) -> str | None:
+    """The ``interface=`` of a TCP endpoint string (unescaped), or None."""
+    parts = endpoint.replace("\\:", "\0").split(":")
+    for part in parts[1:]:
+        if part.startswith("interface="):
+            return part[len("interface="):].replace("\0", ":")
+    return None
+
+
+def _is_loopback(interface: str | None) -> bool:
+    if interface is None:
+        return False
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+class WebMonitor(Service):
+    """The monitor's listening port, its HTTP connections and its live display."""
+
+    name = "web"
+
+    def __init__(self, endpoint: str, service: TiAService, frame_rate: float = FRAME_RATE) -> None:
+        self.endpoint = endpoint
+        self.display = LiveDisplay(service.hub, service.reactor, frame_rate)
+        self._started = time.monotonic()
+        kind = endpoint.split(":", 1)[0]
+        self.loopback = kind in ("tcp", "tcp6") and _is_loopback(endpoint_interface(endpoint))
+        root = root_resource(service, self.display, self.uptime)
+        self.site = MonitorSite(root, service.reactor, check_host=self.loopback)
+        self.listener: Any = strports.service(endpoint, self.site, reactor=service.reactor)
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    def bind(self) -> None:
+        """Listen now (idempotent), so a taken port fails start-up before anything streams."""
+        if self.listener._waitingForPort is None:
+            self.listener.privilegedStartService()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with ``tcp:0``)."""
+        port: int = self.listener._waitingForPort.result.getHost().port
+        return port
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.bind()
+
+    def startService(self) -> None:
+        super().startService()
+        self.bind()
+        self.listener.startService()
+        self._started = time.monotonic()
+        self.listener._waitingForPort.addCallback(self._announce)
+
+    def _announce(self, port: Any) -> Any:
+        if port is None:
+            return port
+        address = port.getHost()
+        if isinstance(address, UNIXAddress):
+            log.info("live monitor on the UNIX socket {path}", path=address.name)
+            return port
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        log.info("live monitor at {url}", url=f"http://{host}:{address.port}/")
+        if not self.loopback:
+            log.warn(
+                "the live monitor listens on {endpoint}, not on loopback: anyone who reaches it sees the "
+                "live signals and the clients' addresses (there is no authentication)", endpoint=self.endpoint,
+            )
+        return port
+
+    def stopService(self) -> Deferred[Any]:
+        """End the event streams, close every connection, stop listening."""
+        super().stopService()
+        self.display.close()
+        closing = self.site.close_connections()
+        bound = self.listener._waitingForPort is not None
+        stopping = defer.maybeDeferred(self.listener.stopService) if bound else defer.succeed(None)
+        done: Deferred[Any] = defer.DeferredList([closing, stopping], consumeErrors=True)
+        return done
+
+
+def web_service(endpoint: str, service: TiAService, frame_rate: float = FRAME_RATE) -> WebMonitor:
+    """The monitor for ``service`` on ``endpoint`` (a Twisted server endpoint string)."""
+    return WebMonitor(endpoint, service, frame_rate)
