@@ -1,0 +1,243 @@
+"""Defences of a server that sits on a lab network with clients written by students.
+
+A hostile or broken peer must cost a bounded amount of log, memory and CPU
+and never disturb the healthy clients. This module holds the small pieces
+the channels share: a log that says a repeated event once and then only a
+count (``RateLimitedLog``), the client-network allow-list and the
+connection limit (``ConnectionGuard``), a per-connection request budget
+(``RequestBudget``), TCP keepalive for half-open connections
+(``harden_tcp``), and the start-up warning about a control port reachable
+from beyond this machine (``exposure_warning``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger, LogLevel
+
+from tia.config import Network
+from tia.protocol.control import build_error
+
+log = Logger()
+
+
+# Half-open connections (the peer vanished: cable, suspend, crash): the first probe after
+# KEEPALIVE_IDLE s of silence, then every KEEPALIVE_INTERVAL s, KEEPALIVE_COUNT misses close
+# it. Unacknowledged data (a vanished streaming client) gives up after USER_TIMEOUT s.
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_MS = 60_000
+
+SUMMARY_SECONDS = 60.0
+MAX_KEYS = 1024
+
+
+class RateLimitedLog:
+    """Logs the first event of each key, then at most one summary per ``interval`` seconds.
+
+    Hostile input comes in floods: one log line per refused connection or
+    broken request would let a client fill the disk. The summary names how
+    many similar events were not logged since the last line.
+    """
+
+    def __init__(
+        self, logger: Logger, interval: float = SUMMARY_SECONDS, seconds: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._seconds = seconds
+        self._keys: OrderedDict[object, list[float]] = OrderedDict()  # key -> [last logged, suppressed]
+        self.suppressed = 0
+
+    def emit(self, key: object, format: str, level: LogLevel = LogLevel.warn, **fields: Any) -> bool:
+        """Log ``format`` with ``fields`` unless ``key`` was logged less than ``interval`` ago."""
+        now = self._seconds()
+        entry = self._keys.get(key)
+        if entry is not None:
+            last, similar = entry
+            if now - last < self.interval:
+                entry[1] += 1
+                self.suppressed += 1
+                return False
+            if similar:
+                format += " ({similar} similar events not logged in the last {seconds:.0f} s)"
+                fields.update(similar=int(similar), seconds=now - last)
+        self._keys[key] = [now, 0]
+        self._keys.move_to_end(key)
+        while len(self._keys) > MAX_KEYS:  # many distinct peers: forget the oldest
+            self._keys.popitem(last=False)
+        self.logger.emit(level, format, **fields)
+        return True
+
+
+def host_allowed(host: str | None, networks: Sequence[Network]) -> bool:
+    """Whether ``host`` may connect: everyone when ``networks`` is empty."""
+    if not networks:
+        return True
+    if host is None:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.1 is 10.0.0.1
+    candidates = (address, mapped) if mapped is not None else (address,)
+    return any(a.version == n.version and a in n for a in candidates for n in networks)
+
+
+class ConnectionGuard:
+    """The allow-list of client networks and the limit on control connections, with their logs."""
+
+    def __init__(self, networks: Sequence[Network] = (), max_connections: int = 0) -> None:
+        self.networks = tuple(networks)
+        self.max_connections = max_connections
+        self.log = RateLimitedLog(log)
+        self.refused = 0
+
+    def allows(self, host: str | None, channel: str) -> bool:
+        """Whether ``host`` may open a ``channel`` connection; a refusal is counted and logged."""
+        if host_allowed(host, self.networks):
+            return True
+        self.refused += 1
+        self.log.emit(
+            ("not allowed", host), "refused a {channel} connection from {host}: not in the allowed networks",
+            channel=channel, host=host,
+        )
+        return False
+
+    def full(self, current: int, host: str | None, channel: str) -> bool:
+        """Whether ``current`` connections are already the limit; a refusal is counted and logged."""
+        if not self.max_connections or current < self.max_connections:
+            return False
+        self.refused += 1
+        self.log.emit(
+            ("full", channel), "refused a {channel} connection from {host}: {count} connections is the limit",
+            channel=channel, host=host, count=self.max_connections,
+        )
+        return True
+
+
+class RefusalProtocol(Protocol):
+    """Says why in one ``Error`` reply, then closes: the polite refusal beyond the limit."""
+
+    def __init__(self, reason: str) -> None:
+        self.reply = build_error(reason)
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.reply)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Whatever it sent is ignored: the connection is closing."""
+
+
+class RequestBudget:
+    """A token bucket: ``rate`` requests per second on average, bursts of up to ``rate``.
+
+    A student's loop that sends requests as fast as it can would otherwise
+    take the reactor's time from every streaming client.
+    """
+
+    def __init__(self, rate: int, seconds: Callable[[], float]) -> None:
+        self.rate = rate
+        self._seconds = seconds
+        self._tokens = float(rate)
+        self._last = seconds()
+
+    def take(self) -> bool:
+        """Spend one request; False once the budget is exhausted (never when ``rate`` is 0)."""
+        if not self.rate:
+            return True
+        now = self._seconds()
+        elapsed = max(0.0, now - self._last)  # a wall clock stepping back refills nothing
+        self._last = now
+        self._tokens = min(float(self.rate), self._tokens + elapsed * self.rate)
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+def harden_tcp(transport: object) -> None:
+    """TCP keepalive with short timers, so a peer that vanished is noticed within about a minute.
+
+    Linux's default waits two hours before the first probe, longer than a
+    session; without it a half-open connection holds its port and state.
+    """
+    if not ITCPTransport.providedBy(transport):
+        return
+    transport.setTcpKeepAlive(True)  # type: ignore[attr-defined]
+    sock: socket.socket | None = getattr(transport, "socket", None)
+    if sock is None:
+        return
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+    ):
+        option = getattr(socket, name, None)
+        if option is None:
+            continue  # not on this platform: the kernel's defaults apply
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        except OSError:
+            pass
+
+
+def endpoint_interface(description: str) -> str | None:
+    """The ``interface=`` of a server endpoint string; ``None`` for all interfaces, ``""`` for unix."""
+    parts: list[str] = []
+    current = ""
+    escaped = False
+    for char in description:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    if parts[0].strip().lower() == "unix":
+        return ""
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if equals and name.strip() == "interface":
+            return value.strip()
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(control: str) -> str | None:
+    """The warning to log when ``control`` listens beyond loopback, else ``None``."""
+    interface = endpoint_interface(control)
+    if interface == "" or (interface is not None and is_loopback(interface)):
+        return None
+    where = "on every interface" if interface in (None, "0.0.0.0", "::") else f"on {interface}"
+    return (
+        f"the control port listens {where} ({control}): TiA 1.0 has no authentication or encryption, so "
+        "every host that can reach it can read all signals; restrict [server] allow, isolate the network "
+        "or keep the default interface=127.0.0.1"
+    )
