@@ -32,6 +32,7 @@ def test_wheel_contents(wheel: Path) -> None:
     assert "twisted/plugins/__init__.py" not in names
     assert not any(name.endswith("dropin.cache") for name in names)
     assert "tia/default-server.ini" in names
+    assert {"tia/web/static/index.html", "tia/web/static/app.js", "tia/web/static/style.css"} <= names
     assert "tia/protocol/control.py" in names
     assert not any(name.startswith("tests/") for name in names)
 

@@ -505,15 +505,21 @@ class _Progress:
             self.stream.flush()
 
 
-def cmd_record(args: argparse.Namespace) -> int:
-    """Record the stream for a while and write it in the format the file suffix names."""
-    output = Path(args.output)
+def _output_path(name: str, force: bool) -> Path:
+    """The file to write: a format we can write, and not one we would overwrite unasked."""
+    output = Path(name)
     try:
         check_writable(output)
     except RecordingError as error:
         raise UsageError(str(error)) from None
-    if output.exists() and not args.force:
+    if output.exists() and not force:
         raise UsageError(f"{output} exists; use --force to overwrite it")
+    return output
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Record the stream for a while and write it in the format the file suffix names."""
+    output = _output_path(args.output, args.force)
     err = sys.stderr
     failure: str | None = None
     with _session(args) as client:
@@ -626,6 +632,46 @@ def cmd_event(args: argparse.Namespace) -> int:
     if reply != "OK":
         raise CLIError(f"{address} refused {line!r}: {reply.removeprefix('ERROR ')}")
     return 0
+
+
+# -- tia recording / convert / lsl: server-side recording and the LSL bridge --
+
+
+def cmd_recording(args: argparse.Namespace) -> int:
+    """Start, stop or show a txtia server's own recording (its control extension)."""
+    from tia.server.recorder import recording_request
+
+    address: Address = args.server
+    sys.stdout.write(recording_request(address.host, address.port, args.action, args.timeout, args.wait))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Write a server recording's raw journal (NAME.tia) as EDF/BDF/NPZ/CSV, e.g. after a crash."""
+    from tia.server.recorder import convert_raw
+
+    output = _output_path(args.output, args.force)
+    result = convert_raw(args.raw, [output], overwrite=args.force)
+    for note in result.notes:
+        sys.stderr.write(f"tia convert: {note}\n")
+    recorder = result.recorder
+    sys.stdout.write(f"converted {recorder.duration:.3f} s: {recorder.packets_received} packets, "
+                     f"{recorder.missing_packets} missing, {len(recorder.events)} events\n")
+    for path in result.files:
+        sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+def cmd_lsl(args: argparse.Namespace) -> int:
+    """Republish a TiA server's signals as LSL outlets until Ctrl-C or --seconds."""
+    from tia.lsl_bridge import run_client_bridge
+    from tia.sources.base import SourceError
+
+    address: Address = args.server
+    try:
+        return run_client_bridge(address.host, address.port, args.timeout, args.seconds, args.name, args.source_id)
+    except SourceError as error:
+        raise CLIError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -759,6 +805,54 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"give up on the reply after this long (default {DEFAULT_TIMEOUT:g})",
     )
     event.set_defaults(handler=cmd_event)
+
+    recording = commands.add_parser(
+        "recording",
+        help="start, stop or show the server's own recording ([recording] of a txtia server)",
+        description="Ask a txtia server to start or stop recording what it sends (to the directory, name"
+        " pattern and formats of its [recording] section), or show the recording's state. Start waits"
+        " until the files are open, stop until they are complete (at most --wait seconds).",
+    )
+    recording.add_argument("action", choices=("start", "stop", "status"))
+    recording.add_argument(
+        "server", nargs="?", type=parse_address, default=Address(DEFAULT_HOST, DEFAULT_PORT), metavar="HOST[:PORT]",
+        help=f"txtia server (default {DEFAULT_HOST}:{DEFAULT_PORT})",
+    )
+    recording.add_argument(
+        "--timeout", type=_positive, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"give up on a reply after this long (default {DEFAULT_TIMEOUT:g})",
+    )
+    recording.add_argument(
+        "--wait", type=_non_negative, default=60.0, metavar="SECONDS",
+        help="longest wait for the files to be opened or completed (default 60)",
+    )
+    recording.set_defaults(handler=cmd_recording)
+
+    convert = commands.add_parser(
+        "convert",
+        help="write a server recording's raw journal (NAME.tia) as .edf, .bdf, .npz or .csv",
+        description="Read the raw journal a txtia server records (NAME.tia with its NAME.json) and write"
+        " it in the format the suffix of FILE names, as 'tia record' does. After a crash the journal"
+        " holds everything up to its last flush; a packet cut short at its end is ignored.",
+    )
+    convert.add_argument("raw", metavar="RAW", help="NAME.tia, NAME.json or NAME")
+    convert.add_argument("-o", "--output", required=True, metavar="FILE", help="output file (.edf, .bdf, .npz, .csv)")
+    convert.add_argument("-f", "--force", action="store_true", help="overwrite FILE")
+    convert.set_defaults(handler=cmd_convert)
+
+    lsl = commands.add_parser(
+        "lsl",
+        parents=[common],
+        help="republish a TiA server's signals as Lab Streaming Layer outlets",
+        description="Connect to a TiA server and publish each of its signals as an LSL outlet (NAME-TYPE,"
+        " float32, channel labels and units, nominal rate; aperiodic signals irregular), with time"
+        " stamps on the server's packet grid anchored at the first packet's arrival. Needs pylsl."
+        " Runs until Ctrl-C or --seconds.",
+    )
+    lsl.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+    lsl.add_argument("--name", default="TiA", help="stream name prefix (default TiA: TiA-eeg, ...)")
+    lsl.add_argument("--source-id", metavar="ID", help="LSL source_id prefix (default tia-lsl@HOST:PORT)")
+    lsl.set_defaults(handler=cmd_lsl)
     return parser
 
 
@@ -771,7 +865,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.command is None:
         parser.print_usage(sys.stderr)
-        sys.stderr.write("tia: error: a COMMAND is required (info, monitor, record, ping, event)\n")
+        sys.stderr.write(
+            "tia: error: a COMMAND is required (info, monitor, record, ping, event, recording, convert, lsl)\n"
+        )
         return 2
     try:
         return int(args.handler(args))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 from tia.protocol.metainfo import Subject
 from tia.protocol.packet import MAX_UDP_PAYLOAD, packet_size
@@ -34,6 +36,9 @@ UDP_MODES = ("off", "unicast", "broadcast", "multicast")
 SOURCE_PREFIX = "source:"
 GENERIC_SOURCE_KEYS = ("driver", "type", "channels", "rate", "blocksize", "on_error")
 EVENT_ENDPOINT_KINDS = ("tcp", "tcp6", "unix")
+STALL_POLICIES = ("catch-up", "skip")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(ValueError):
@@ -65,6 +70,29 @@ class UDPConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """[recording]: the server records what it sends (tia.server.recorder); off by default."""
+
+    enabled: bool = False  # record from start-up; StartRecording / 'tia recording start' at run time
+    directory: str = "recordings"  # relative to the daemon's working directory
+    pattern: str = "{date}_{subject}_run{run:02d}"
+    formats: tuple[str, ...] = ("bdf", "raw")
+    flush_interval: float = 1.0  # seconds: what a crash can lose at most
+    queue_seconds: float = 10.0  # how far the writer may fall behind before packets are dropped
+    control: bool = True  # control clients may start and stop recordings
+
+
+@dataclass(frozen=True)
+class LSLOutletConfig:
+    """[lsl]: every signal also published as a Lab Streaming Layer outlet (tia.lsl_bridge)."""
+
+    outlets: bool = False
+    name: str = "TiA"  # stream names are NAME-TYPE, e.g. TiA-eeg
+    source_id: str = ""  # default: txtia@HOST:CONTROL-ENDPOINT; each stream adds /TYPE
+    queue_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     sources: tuple[SourceSpec, ...]
     subject: Subject = field(default_factory=Subject)
@@ -75,6 +103,15 @@ class ServerConfig:
     max_content_length: int = 1 << 20
     path: str | None = None
     events_endpoint: str | None = None  # [events] endpoint: where other programs post events
+    web_endpoint: str | None = None  # [web] endpoint or --web: the live monitor (tia.web), off by default
+    # defences against hostile or broken peers (tia.server.guard); 0 switches a limit off
+    idle_timeout: float = 60.0  # seconds a control connection without data connection may stay silent
+    max_connections: int = 64  # control connections at once (and server-state connections)
+    allow: tuple[Network, ...] = ()  # client networks allowed to connect; empty: everyone
+    request_rate: int = 200  # control requests per second per connection (bursts of as many)
+    stall_policy: str = "catch-up"  # after a stalled reactor: send every missed tick, or skip them
+    recording: RecordingConfig = field(default_factory=RecordingConfig)  # [recording]
+    lsl: LSLOutletConfig = field(default_factory=LSLOutletConfig)  # [lsl] outlets
 
     @property
     def master(self) -> SourceSpec:
@@ -84,6 +121,14 @@ class ServerConfig:
     @property
     def packet_rate(self) -> Fraction:
         return self.master.packet_rate
+
+
+class _Guards(NamedTuple):
+    idle_timeout: float
+    max_connections: int
+    allow: tuple[Network, ...]
+    request_rate: int
+    stall_policy: str
 
 
 # ---------------------------------------------------------------- parsing helpers
@@ -358,11 +403,12 @@ def load_config(path: str | Path) -> ServerConfig:
 
 def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> ServerConfig:
     sections = {name: _Section(path, name, parser[name]) for name in parser.sections()}
-    known = {"server", "subject", "udp", "events"}
+    known = {"server", "subject", "udp", "events", "web", "recording", "lsl"}
     for name in sections:
         if name not in known and not name.startswith(SOURCE_PREFIX):
             raise ConfigError(
-                "unknown section (expected [server], [subject], [udp], [events] or [source:NAME])", path, name
+                "unknown section (expected [server], [subject], [udp], [events], [web], [recording], [lsl] "
+                "or [source:NAME])", path, name
             )
 
     server = sections.get("server") or _Section(path, "server", {})
@@ -378,6 +424,7 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
     backlog = server.positive("backlog", 2.0)
     max_line = server.integer("max_line_length", 1024, 64, 1 << 20)
     max_content = server.integer("max_content_length", 1 << 20, 1024, 64 << 20)
+    guards = _parse_guards(server)
     server.check_all_used()
     udp = _parse_udp(udp_section)
     udp_section.check_all_used()
@@ -393,10 +440,43 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
         section.check_all_used()
     _check_injected(specs, events_endpoint, path)
     config = ServerConfig(
-        tuple(specs), subject, control, udp, backlog, max_line, max_content, path, events_endpoint
+        tuple(specs), subject, control, udp, backlog, max_line, max_content, path, events_endpoint,
+        idle_timeout=guards.idle_timeout, max_connections=guards.max_connections, allow=guards.allow,
+        request_rate=guards.request_rate, stall_policy=guards.stall_policy,
     )
+    config = replace(config, web_endpoint=_parse_web(sections.get("web") or _Section(path, "web", {})))
+    config = _with_sinks(config, sections, path)
     validate(config)
     return config
+
+
+def _parse_guards(section: _Section) -> _Guards:
+    """[server] idle_timeout, max_connections, allow, request_rate and stall_policy."""
+    idle_text = section.text("idle_timeout") or "60"
+    try:
+        idle = float(idle_text)
+    except ValueError:
+        raise section.error("idle_timeout", f"{idle_text!r} is not a number of seconds (0 = off)") from None
+    if not 0 <= idle < float("inf"):
+        raise section.error("idle_timeout", f"{idle_text!r} must be 0 (off) or a positive number of seconds")
+    allow: list[Network] = []
+    for item in (section.text("allow") or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            allow.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise section.error(
+                "allow", f"{item!r} is not a network such as 192.168.1.0/24 or 127.0.0.1 (comma-separated)"
+            ) from None
+    return _Guards(
+        idle_timeout=idle,
+        max_connections=section.integer("max_connections", 64, 0, 100_000),
+        allow=tuple(allow),
+        request_rate=section.integer("request_rate", 200, 0, 1_000_000),
+        stall_policy=section.choice("stall_policy", "catch-up", STALL_POLICIES),
+    )
 
 
 def _parse_events(section: _Section) -> str | None:
@@ -408,6 +488,49 @@ def _parse_events(section: _Section) -> str | None:
         raise section.error(
             "endpoint", f"{endpoint!r} is not a server endpoint such as tcp:9100:interface=127.0.0.1 (or off)"
         )
+    return endpoint
+
+
+# ---------------------------------------------------------------- [web]: the live monitor (tia.web)
+
+WEB_ENDPOINT_KINDS = ("tcp", "tcp6", "unix")
+
+
+def parse_web_endpoint(
+    text: str, path: str | None = None, section: str | None = None, key: str | None = "--web"
+) -> str | None:
+    """``off`` or a server endpoint; TCP without ``interface=`` binds loopback, not every interface.
+
+    A bare port (``8080``) means ``tcp:8080``. The page shows raw biosignals and
+    who is connected, without authentication: exposing it must be written out.
+    """
+    endpoint = text.strip()
+    if endpoint.lower() in ("", "off", "none", "no"):
+        return None
+    if endpoint.isdigit():
+        endpoint = f"tcp:{endpoint}"
+    kind, _, rest = endpoint.partition(":")
+    if kind not in WEB_ENDPOINT_KINDS or not rest:
+        raise ConfigError(
+            f"{text!r} is not a server endpoint such as tcp:8080 or tcp:8080:interface=127.0.0.1 (or off)",
+            path, section, key,
+        )
+    if kind == "unix":
+        return endpoint
+    parts = rest.replace("\\:", "\0").split(":")
+    ports = [p.removeprefix("port=") for p in parts if "=" not in p or p.startswith("port=")]
+    port_text = ports[0] if ports else ""
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{text!r}: {port_text!r} is not a TCP port", path, section, key)
+    if not any(p.startswith("interface=") for p in parts):
+        endpoint += ":interface=127.0.0.1" if kind == "tcp" else ":interface=\\:\\:1"
+    return endpoint
+
+
+def _parse_web(section: _Section) -> str | None:
+    """``[web] endpoint``: off by default."""
+    endpoint = parse_web_endpoint(section.text("endpoint") or "off", section.path, section.name, "endpoint")
+    section.check_all_used()
     return endpoint
 
 
@@ -532,3 +655,90 @@ def sources_from_signal_options(values: Sequence[str]) -> tuple[SourceSpec, ...]
     if specs and specs[0].aperiodic:
         raise ConfigError("the first --signal is the master and must be periodic", key="--signal")
     return tuple(_with_aperiodic_rates(specs))
+
+
+# ---------------------------------------------------------------- [recording] and [lsl]: server-side sinks
+
+RECORDING_FORMATS = ("bdf", "edf", "raw", "npz", "csv")
+PATTERN_FIELDS = ("date", "time", "subject", "run")
+_SWITCHES = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
+
+
+def _switch(section: _Section, key: str, default: bool) -> bool:
+    text = (section.text(key) or "").lower()
+    if not text:
+        return default
+    if text not in _SWITCHES:
+        raise section.error(key, f"{text!r} is not on or off")
+    return _SWITCHES[text]
+
+
+def _with_sinks(config: ServerConfig, sections: Mapping[str, _Section], path: str | None) -> ServerConfig:
+    """[recording] and [lsl] (tia.server.recorder, tia.lsl_bridge); both off by default."""
+    recording = _parse_recording(sections.get("recording") or _Section(path, "recording", {}))
+    lsl = _parse_lsl(sections.get("lsl") or _Section(path, "lsl", {}))
+    return replace(config, recording=recording, lsl=lsl)
+
+
+def _parse_recording(section: _Section) -> RecordingConfig:
+    default = RecordingConfig()
+    enabled = _switch(section, "enabled", default.enabled)
+    directory = section.text("directory") or default.directory
+    pattern = section.text("pattern") or default.pattern
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+    except ValueError as error:
+        raise section.error("pattern", f"{pattern!r} is not a file name pattern: {error}") from None
+    unknown = sorted(fields - set(PATTERN_FIELDS))
+    if unknown:
+        raise section.error("pattern", f"unknown field {{{unknown[0]}}}; known: {', '.join(PATTERN_FIELDS)}")
+    if "run" not in fields:
+        raise section.error("pattern", "needs {run} (e.g. run{run:02d}): the run number keeps every recording "
+                                       "from overwriting another")
+    try:
+        sample = pattern.format(date="20240131", time="235959", subject="S01", run=1)
+    except (ValueError, IndexError, KeyError) as error:
+        raise section.error("pattern", f"{pattern!r} is not a file name pattern: {error}") from None
+    if sample.startswith("/") or any(part in ("", ".", "..") for part in sample.split("/")):
+        raise section.error("pattern", f"{pattern!r} must give a relative file name, without '..'")
+    formats: list[str] = []
+    for item in (section.text("formats") or ", ".join(default.formats)).split(","):
+        name = item.strip().lower().lstrip(".")
+        if name not in RECORDING_FORMATS:
+            raise section.error("formats", f"{item.strip()!r} is not one of {', '.join(RECORDING_FORMATS)}")
+        if name in formats:
+            raise section.error("formats", f"{name} is listed twice")
+        formats.append(name)
+    if {"edf", "bdf"} & set(formats):
+        try:
+            import edfio  # noqa: F401
+        except ImportError:
+            raise section.error("formats", "EDF/BDF needs the edfio package: pip install 'txtia[record]'") from None
+    result = RecordingConfig(
+        enabled, directory, pattern, tuple(formats),
+        section.positive("flush_interval", default.flush_interval),
+        section.positive("queue_seconds", default.queue_seconds),
+        _switch(section, "control", default.control),
+    )
+    section.check_all_used()
+    return result
+
+
+def _parse_lsl(section: _Section) -> LSLOutletConfig:
+    default = LSLOutletConfig()
+    outlets = _switch(section, "outlets", default.outlets)
+    result = LSLOutletConfig(
+        outlets,
+        section.text("name") or default.name,
+        section.text("source_id") or default.source_id,
+        section.positive("queue_seconds", default.queue_seconds),
+    )
+    section.check_all_used()
+    if outlets:
+        from tia.sources.lsl import import_pylsl
+
+        try:
+            import_pylsl()
+        except SourceError as error:
+            raise section.error("outlets", str(error)) from None
+    return result

@@ -12,6 +12,7 @@ from tia.config import (
     ConfigError,
     ServerConfig,
     load_config,
+    parse_web_endpoint,
     sources_from_signal_options,
     validate,
     with_control_port,
@@ -33,6 +34,8 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, f"server INI file [default: {DEFAULT_CONFIG}]"],
         ["port", "p", None, "control port, overriding the config's control endpoint", int],
+        ["web", None, None, "live web monitor endpoint, e.g. tcp:8080 (loopback unless interface= is given) "
+         "or off; overrides [web] endpoint"],
     ]
 
     def __init__(self) -> None:
@@ -59,6 +62,8 @@ class Options(usage.Options):
                 if not 0 <= self["port"] <= 65535:
                     raise ConfigError(f"{self['port']} is not a TCP port", key="--port")
                 config = with_control_port(config, self["port"])
+            if self["web"] is not None:
+                config = replace(config, web_endpoint=parse_web_endpoint(self["web"]))
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
         self.config = config

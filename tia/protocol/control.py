@@ -12,6 +12,7 @@ The parser works on two levels so that both transports share it: a Twisted
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 VERSION = "1.0"
@@ -22,6 +23,9 @@ DEFAULT_MAX_LINE_LENGTH = 1024
 DEFAULT_MAX_CONTENT_LENGTH = 1 << 20
 
 _TRIM = " \t\r"
+# Between messages every line is trimmed and blank ones skipped, so leading whitespace of
+# any kind can go at C speed: a flood of empty lines costs nothing per line.
+_LEADING_BLANKS = re.compile(rb"[ \t\r\n]+")
 
 
 class Command:
@@ -252,6 +256,11 @@ class ControlParser:
                     if message is not None:
                         messages.append(message)
                     continue
+                if self._state == self._VERSION:
+                    skip = _LEADING_BLANKS.match(buffer, start)
+                    if skip is not None:
+                        start = skip.end()
+                        continue
                 end = buffer.find(b"\n", start)
                 if end < 0:
                     if size - start > self.max_line_length:

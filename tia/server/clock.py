@@ -40,7 +40,8 @@ from zope.interface import implementer
 
 log = Logger()
 
-STALL_WARNING_SECONDS = 0.1
+STALL_WARNING_SECONDS = 0.1  # a longer stall is logged, and skipped under stall_policy = skip
+STALL_POLICIES = ("catch-up", "skip")
 
 
 @implementer(IReactorTime)
@@ -293,14 +294,19 @@ class MasterClock:
     """Calls ``on_tick(n)`` for n = 0, 1, 2, ... at ``packet_rate`` ticks per second."""
 
     def __init__(
-        self, packet_rate: Fraction, on_tick: Callable[[int], None], clock: IReactorTime
+        self, packet_rate: Fraction, on_tick: Callable[[int], None], clock: IReactorTime,
+        stall_policy: str = "catch-up",
     ) -> None:
+        if stall_policy not in STALL_POLICIES:
+            raise ValueError(f"stall_policy {stall_policy!r} is not one of {', '.join(STALL_POLICIES)}")
         self.packet_rate = packet_rate
         self.interval = float(1 / packet_rate)
         self._on_tick = on_tick
+        self.stall_policy = stall_policy
         self.ticks = 0
         self.late_ticks = 0
         self.longest_catch_up = 0
+        self.skipped_ticks = 0  # stall_policy = skip: ticks never produced (packet ids jump over them)
         self._loop = LoopingCall.withCount(self._advance)
         self._loop.clock = clock
 
@@ -321,13 +327,28 @@ class MasterClock:
 
     def _advance(self, count: int) -> None:
         if count > 1:
-            self.late_ticks += count - 1
-            self.longest_catch_up = max(self.longest_catch_up, count - 1)
-            if (count - 1) * self.interval >= STALL_WARNING_SECONDS:
+            missed = count - 1
+            stalled = missed * self.interval >= STALL_WARNING_SECONDS
+            if stalled and self.stall_policy == "skip":
+                # Live feedback over completeness: jump the grid to now. Packet ids and
+                # timestamps jump too, so every client sees the discontinuity; nothing is
+                # sent twice. Short lateness (below the threshold) is always caught up.
                 log.warn(
-                    "reactor stalled for {seconds:.3f} s; catching up {count} ticks",
-                    seconds=(count - 1) * self.interval, count=count - 1,
+                    "reactor stalled for {seconds:.3f} s; skipping {count} ticks, packet ids jump from "
+                    "{last} to {next} (stall_policy = skip)",
+                    seconds=missed * self.interval, count=missed, last=self.ticks - 1, next=self.ticks + missed,
                 )
+                self.ticks += missed
+                self.skipped_ticks += missed
+                count = 1
+            else:
+                self.late_ticks += missed
+                self.longest_catch_up = max(self.longest_catch_up, missed)
+                if stalled:
+                    log.warn(
+                        "reactor stalled for {seconds:.3f} s; catching up {count} ticks",
+                        seconds=missed * self.interval, count=missed,
+                    )
         for _ in range(count):
             tick = self.ticks
             self.ticks += 1

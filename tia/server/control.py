@@ -1,23 +1,32 @@
-"""The control channel: a ``LineReceiver`` that frames, the sans-IO parser that parses.
+"""The control channel: bytes go to the sans-IO parser, its messages to the handlers.
 
 One ``TiAControlProtocol`` per client holds that client's session: its data
 connection (TCP or UDP), whether it is streaming, its custom signal info if
 it asked for one (SPEC section 6), and nothing else. Every
 reply is built by ``tia.protocol.control`` and written in one ``write``,
 because some peers read a reply with a single ``recv``.
+
+Hostile or broken peers are bounded here (see ``tia.server.guard``): framing
+violations get ``Error -- <reason>`` and a close; more than ``request_rate``
+requests per second likewise; a connection without a request for
+``idle_timeout`` seconds that has no data connection is closed; and a peer
+that does not read its replies is not read either (the protocol is a
+streaming producer of its own transport), so replies never pile up.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTCP
-from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTCP
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tia.protocol.control import (
     OK_REPLY,
@@ -31,6 +40,8 @@ from tia.protocol.control import (
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
 from tia.server.custom import CustomSubscriber
 from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
+from tia.server.guard import RequestBudget, harden_tcp
+from tia.server.recorder import control_handlers
 
 if TYPE_CHECKING:
     from tia.server.service import TiAServerFactory
@@ -39,13 +50,12 @@ if TYPE_CHECKING:
 log = Logger()
 
 
-class TiAControlProtocol(LineReceiver):
-    delimiter = b"\n"
-
+@implementer(IPushProducer)
+class TiAControlProtocol(Protocol):
     def __init__(self, server: TiAServerFactory) -> None:
         self.server = server
-        self.parser = ControlParser(server.config.max_line_length, server.config.max_content_length)
-        self.MAX_LENGTH = server.config.max_line_length
+        config = server.config
+        self.parser = ControlParser(config.max_line_length, config.max_content_length)
         self.peer_host = "?"
         self.local_host = "127.0.0.1"
         self.started = False
@@ -55,7 +65,15 @@ class TiAControlProtocol(LineReceiver):
         self.custom: CustomSignalInfo | None = None
         self._custom_metainfo_reply: bytes | None = None
         self._custom_subscriber: CustomSubscriber | None = None
+        self.asked_state = False
+        self.requests = 0
         self.closed: Deferred[None] = Deferred()
+        self._budget = RequestBudget(config.request_rate, server.reactor.seconds)
+        self._pending: deque[ControlMessage] = deque()  # parsed, not yet answered (output paused)
+        self._violation_pending: str | None = None
+        self._paused = False
+        self._idle_timer: IDelayedCall | None = None
+        self._last_request = 0.0
         self._handlers: dict[str, Callable[[ControlMessage], bytes]] = {
             Command.CHECK_PROTOCOL_VERSION: lambda message: OK_REPLY,
             Command.GET_METAINFO: lambda message: self._custom_metainfo_reply or self.server.metainfo_reply,
@@ -64,6 +82,7 @@ class TiAControlProtocol(LineReceiver):
             Command.STOP_DATA_TRANSMISSION: self._stop,
             Command.GET_SERVER_STATE_CONNECTION: self._get_server_state_connection,
             Command.SET_CUSTOM_SIGNAL_INFO: self._set_custom_signal_info,
+            **control_handlers(self),  # txtia extension: StartRecording, StopRecording, GetRecordingState
         }
 
     # ------------------------------------------------------------ framing
@@ -74,43 +93,106 @@ class TiAControlProtocol(LineReceiver):
         self.peer_host = getattr(peer, "host", "?")
         self.local_host = getattr(local, "host", "127.0.0.1")
         self.server.controls.add(self)
+        harden_tcp(self.transport)
+        # Replies wait in Twisted's buffer while the peer does not read; past its
+        # bufferSize we are paused and stop reading the peer's requests in turn.
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._last_request = self.server.reactor.seconds()
+        if self.server.config.idle_timeout:
+            self._idle_timer = self.server.reactor.callLater(self.server.config.idle_timeout, self._idle_check)
         log.info("control connection from {peer}", peer=f"{self.peer_host}:{getattr(peer, 'port', '?')}")
 
-    def lineReceived(self, line: bytes) -> None:
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing():
+            return
         try:
-            message = self.parser.line_received(line)
+            self._pending.extend(self.parser.feed(data))  # linear in the chunk, bounded per line
         except ControlProtocolError as error:
-            self._violation(str(error))
+            self._pending.extend(error.messages)  # answer what came before the violation
+            self._violation_pending = str(error)
+        self._answer_pending()
+
+    def _answer_pending(self) -> None:
+        while self._pending and not self._paused and not self._closing():
+            self._dispatch(self._pending.popleft())
+        if self._violation_pending is not None and not self._pending:
+            reason, self._violation_pending = self._violation_pending, None
+            self._violation(reason)
+
+    # IPushProducer: Twisted pauses us while our replies are not being read
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self.transport is None:
             return
-        if message is not None:
-            self._dispatch(message)
-        elif self.parser.content_remaining:
-            self.setRawMode()
-
-    def rawDataReceived(self, data: bytes) -> None:
-        message, rest = self.parser.content_received(data)
-        if message is None:
+        if self._closing():
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]  # lets the close finish
             return
-        self._dispatch(message)
-        self.setLineMode(rest)
+        self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self._answer_pending()
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self._violation(f"control line longer than {self.MAX_LENGTH} bytes")
+    def stopProducing(self) -> None:
+        self._pending.clear()
 
-    def _violation(self, reason: str) -> None:
-        """Framing is lost: say why, then close (the reference closes without a word)."""
+    def _closing(self) -> bool:
+        transport: Any = self.transport
+        return transport is None or bool(transport.disconnecting)
+
+    def close(self) -> None:
+        """Close after the buffered replies (a registered producer would hold the close back)."""
+        if self._closing():
+            return
         assert self.transport is not None
-        if self.transport.disconnecting:  # type: ignore[attr-defined]
-            return
-        log.warn("closing control connection from {peer}: {reason}", peer=self.peer_host, reason=reason)
-        self.transport.write(build_error(reason))
+        self._pending.clear()
+        self.transport.unregisterProducer()  # type: ignore[attr-defined]
         self.transport.loseConnection()
+
+    def _violation(self, reason: str, key: str = "violation") -> None:
+        """Framing is lost (or the peer is abusive): say why, then close."""
+        if self._closing():
+            return
+        assert self.transport is not None
+        self.server.guard.log.emit(
+            (key, self.peer_host), "closing control connection from {peer}: {reason}",
+            peer=self.peer_host, reason=reason,
+        )
+        self.transport.write(build_error(reason))
+        self.close()
+
+    def _idle_check(self) -> None:
+        """Close a connection that asks nothing and streams nothing: it only holds a slot."""
+        self._idle_timer = None
+        timeout = self.server.config.idle_timeout
+        now = self.server.reactor.seconds()
+        if self._closing():
+            return
+        if self.tcp_data is not None or self.udp_destination is not None or self.asked_state:
+            due = timeout  # a streaming client legitimately never speaks: check again later
+        else:
+            due = self._last_request + timeout - now
+            if due <= 0:
+                self._violation(f"no request for {timeout:g} s; closing", key="idle")
+                return
+        self._idle_timer = self.server.reactor.callLater(due, self._idle_check)
 
     def _dispatch(self, message: ControlMessage) -> None:
         assert self.transport is not None
+        self.requests += 1
+        self._last_request = self.server.reactor.seconds()
+        if not self._budget.take():
+            self._violation(f"too many requests (limit {self._budget.rate} per second)", key="flood")
+            return
         handler = self._handlers.get(message.command)
         if handler is None:
-            log.info("unknown command {command!r} from {peer}", command=message.command, peer=self.peer_host)
+            self.server.guard.log.emit(
+                ("unknown", self.peer_host), "unknown command {command!r} from {peer}",
+                level=LogLevel.info, command=message.command[:64], peer=self.peer_host,
+            )
             reply = build_error()  # the reference's exact reply; the connection stays usable
         else:
             reply = handler(message)
@@ -178,6 +260,7 @@ class TiAControlProtocol(LineReceiver):
 
     def _get_server_state_connection(self, message: ControlMessage) -> bytes:
         port = self.server.state.port_for(self.local_host)
+        self.asked_state = True  # it may listen there only: not idle
         return build_message(Command.SERVER_STATE_CONNECTION_PORT, str(port))
 
     # ------------------------------------------------------------ custom signal info
@@ -244,13 +327,17 @@ class TiAControlProtocol(LineReceiver):
             (hub.subscribe if self.started else hub.unsubscribe)(self._subscriber(self.tcp_data))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+        self._pending.clear()
         self.started = False
         self._update_subscription()
         if self.tcp_listener is not None:
             self.tcp_listener.close()
             self.tcp_listener = None
-        if self.tcp_data is not None and self.tcp_data.transport is not None:
-            self.tcp_data.transport.loseConnection()
+        if self.tcp_data is not None:
+            self.tcp_data.close(self.server.reactor)
         self.udp_destination = None
         self.server.controls.discard(self)
         log.info("control connection from {peer} closed", peer=self.peer_host)

@@ -14,19 +14,32 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IListeningPort,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
+from tia.server.guard import RateLimitedLog, harden_tcp
 
 log = Logger()
+_refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
 
 # Up to this body size, ``send(header + body)`` beats ``sendmsg((header, body))``
 # (measured: 2.9 vs 4.6 us for 289-byte packets on loopback).
 SMALL_PACKET_BYTES = 16 * 1024
+
+# Seconds a closing data connection may take to hand over what is buffered (at most the
+# backlog) before it is reset: a client that stopped reading would hold it open for ever.
+CLOSE_GRACE_SECONDS = 10.0
 
 
 @implementer(IPushProducer)
@@ -43,12 +56,13 @@ class TCPDataProtocol(Protocol):
         self._dropped_this_pause = 0
         self.peer = "?"
         self._socket: socket.socket | None = None
+        self._abort_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
-            self.transport.setTcpKeepAlive(True)
+            harden_tcp(self.transport)  # a vanished client is dropped, not streamed into for hours
             self._socket = getattr(self.transport, "socket", None)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
@@ -113,10 +127,27 @@ class TCPDataProtocol(Protocol):
     def stopProducing(self) -> None:
         pass
 
+    def close(self, clock: IReactorTime, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """End the stream: what is buffered goes out, then the connection closes.
+
+        A registered producer would hold ``loseConnection`` back, so it goes
+        first; a client that does not read within ``grace`` seconds would never
+        let the buffer drain, and gets a reset instead.
+        """
+        transport: Any = self.transport
+        if transport is None or transport.disconnecting or not getattr(transport, "connected", True):
+            return
+        transport.unregisterProducer()
+        transport.loseConnection()
+        self._abort_timer = clock.callLater(grace, transport.abortConnection)
+
     def dataReceived(self, data: bytes) -> None:
         """Clients have nothing to say on the data connection; ignore it."""
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._abort_timer is not None and self._abort_timer.active():
+            self._abort_timer.cancel()
+        self._abort_timer = None
         self._on_lost(self)
 
 
@@ -146,8 +177,8 @@ class TCPDataListener(ServerFactory):
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         host = getattr(addr, "host", None)
         if self.accepted is not None or host != self.peer_host:
-            log.warn(
-                "refused a data connection from {host}: this port belongs to {owner}",
+            _refusals.emit(
+                ("data", host), "refused a data connection from {host}: this port belongs to {owner}",
                 host=host, owner=self.peer_host,
             )
             return None

@@ -32,6 +32,8 @@ from tia.protocol.control import SERVER_STATE_RUNNING, SERVER_STATE_SHUTDOWN, Co
 from tia.server.clock import MasterClock, best_clock
 from tia.server.control import TiAControlProtocol
 from tia.server.data import UDPDestination, UDPSender
+from tia.server.guard import ConnectionGuard, RefusalProtocol, exposure_warning, harden_tcp
+from tia.server.recorder import RecordingManager, ServerSinks
 from tia.server.stream import StreamHub
 from tia.sources import build_source
 from tia.sources.base import ISource
@@ -50,6 +52,7 @@ class ServerStateProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        harden_tcp(self.transport)  # a vanished listener is noticed and dropped
         self.channel.clients.add(self)
         self.transport.write(SERVER_STATE_RUNNING)
 
@@ -66,12 +69,17 @@ class ServerStateChannel(ServerFactory):
 
     noisy = False
 
-    def __init__(self, reactor: IReactorTCP) -> None:
+    def __init__(self, reactor: IReactorTCP, guard: ConnectionGuard | None = None) -> None:
         self.reactor = reactor
+        self.guard = guard or ConnectionGuard()
         self.clients: set[ServerStateProtocol] = set()
         self.ports: dict[str, IListeningPort] = {}
 
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        """None (the connection is closed at once) outside the allow-list or beyond the limit."""
+        host = getattr(addr, "host", None)
+        if not self.guard.allows(host, "server-state") or self.guard.full(len(self.clients), host, "server-state"):
+            return None
         return ServerStateProtocol(self)
 
     def port_for(self, host: str) -> int:
@@ -104,10 +112,12 @@ class TiAServerFactory(Factory):
         self.hub = hub
         self.reactor = reactor
         self.controls: set[TiAControlProtocol] = set()
+        self.recording: RecordingManager | None = None  # [recording]; TiAService sets it
         self.metainfo_reply = build_message(Command.METAINFO, content=hub.metainfo.to_xml())
         per_second = float(hub.packet_rate) * hub.max_packet_size
         self.backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * hub.max_packet_size)
-        self.state = ServerStateChannel(reactor)
+        self.guard = ConnectionGuard(config.allow, config.max_connections)
+        self.state = ServerStateChannel(reactor, self.guard)
         self.udp_sender: UDPSender | None = None
         self.udp_group: UDPDestination | None = None
         self._group_members: set[TiAControlProtocol] = set()
@@ -118,7 +128,13 @@ class TiAServerFactory(Factory):
                 assert udp.address is not None
                 self.udp_group = UDPDestination(self.udp_sender, (udp.address, udp.port))
 
-    def buildProtocol(self, addr: IAddress | None) -> TiAControlProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        """A control session; None outside the allow-list, an ``Error`` reply beyond the limit."""
+        host = getattr(addr, "host", None)
+        if not self.guard.allows(host, "control"):
+            return None
+        if self.guard.full(len(self.controls), host, "control"):
+            return RefusalProtocol(f"too many connections (limit {self.config.max_connections})")
         return TiAControlProtocol(self)
 
     def set_group_member(self, control: TiAControlProtocol, streaming: bool) -> None:
@@ -153,8 +169,10 @@ class TiAService(MultiService):
         self._own_clock: IReactorTime | None = None  # built here, so released here
         if clock is None:
             clock = self._own_clock = best_clock(reactor)
-        self.clock = MasterClock(self.hub.packet_rate, self.hub.run_tick, clock)
+        self.clock = MasterClock(self.hub.packet_rate, self.hub.run_tick, clock, config.stall_policy)
         self.factory = TiAServerFactory(config, self.hub, reactor)
+        self.sinks = ServerSinks(config, self.hub, reactor)  # [recording], [lsl]: work off the reactor thread
+        self.factory.recording = self.sinks.recording
         self.control_service = strports.service(config.control, self.factory, reactor=reactor)
         self.control_service.setServiceParent(self)
         self.events_service: Any = None  # [events] endpoint: posted event codes, off by default
@@ -163,6 +181,12 @@ class TiAService(MultiService):
 
             self.events_service = events_service(config.events_endpoint, built, reactor)
             self.events_service.setServiceParent(self)
+        self.web_service: Any = None  # [web] endpoint or --web: the live monitor (tia.web), off by default
+        if config.web_endpoint is not None:
+            from tia.web import web_service
+
+            self.web_service = web_service(config.web_endpoint, self)
+            self.web_service.setServiceParent(self)
         self._udp_port: IListeningPort | None = None
 
     @property
@@ -185,6 +209,8 @@ class TiAService(MultiService):
         try:
             if self.events_service is not None and self.events_service._waitingForPort is None:
                 self.events_service.privilegedStartService()  # a taken port fails here too
+            if self.web_service is not None:
+                self.web_service.bind()  # the monitor's port as well
             self.hub.start_sources()
             if self.factory.udp_sender is not None:
                 udp_reactor: IReactorUDP = self.reactor
@@ -196,9 +222,15 @@ class TiAService(MultiService):
             self.control_service.stopService()
             if self.events_service is not None and self.events_service._waitingForPort is not None:
                 self.events_service.stopService()
+            if self.web_service is not None:
+                self.web_service.stopService()
             raise
         super().startService()
+        self.sinks.start()  # subscribed before the first tick
         self.clock.start()
+        exposed = exposure_warning(self.config.control)
+        if exposed is not None:
+            log.warn("{warning}", warning=exposed)
         log.info(
             "TiA server streaming {signals} at {rate} packets/s on {control}",
             signals=", ".join(
@@ -226,6 +258,7 @@ class TiAService(MultiService):
             waiting.append(defer.maybeDeferred(self._udp_port.stopListening))
             self._udp_port = None
         waiting.append(defer.maybeDeferred(super().stopService))
+        waiting.append(self.sinks.stop())  # after the last tick: recordings completed, outlets closed
         done: Deferred[Any] = defer.DeferredList(waiting, consumeErrors=True)
         timer = self.reactor.callLater(SHUTDOWN_GRACE_SECONDS, self._abort_connections)
         done.addBoth(lambda _: timer.cancel() if timer.active() else None)

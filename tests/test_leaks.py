@@ -1,0 +1,130 @@
+"""200 clients joining and leaving during streaming: nothing is left behind.
+
+File descriptors must come back to the baseline exactly, memory within a few
+MB, no session object may survive its connection, and the client that stays
+keeps an exact, gap-free stream. Trial fails the test on any error logged
+with a traceback meanwhile.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+from typing import Any
+
+from support import ramp_config
+from test_server_sockets import BLOCK, CHANNELS, ControlClient, PacketCollector, check_stream, port_of, sleep
+from twisted.internet import defer, reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial import unittest
+
+from tia.server.control import TiAControlProtocol
+from tia.server.data import TCPDataListener, TCPDataProtocol
+from tia.server.service import TiAService
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def live(kind: type, factory: object) -> int:
+    """Instances of ``kind`` still alive that belong to the server of ``factory`` (other tests' aside)."""
+
+    def owner(obj: object) -> object:
+        if isinstance(obj, TiAControlProtocol):
+            return obj.server
+        callback = getattr(obj, "_on_lost", None)  # data protocols and listeners: their control's server
+        return getattr(getattr(callback, "__self__", None), "server", None)
+
+    return sum(isinstance(o, kind) and owner(o) is factory for o in gc.get_objects())
+
+
+class ChurnTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        if not Path("/proc/self/fd").is_dir():
+            raise unittest.SkipTest("needs /proc to count file descriptors")
+        self.service = TiAService(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS))
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.port = self.service.control_port
+
+    @inlineCallbacks
+    def client(self, how: int) -> Any:
+        """Join, stream a few packets, leave in one of four ways."""
+        control = ControlClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), control)
+        data_port = port_of((yield control.request("GetDataConnection:TCP")))
+        if how == 3:  # asks for a data port and leaves without ever connecting to it
+            control.transport.loseConnection()
+            yield control.lost
+            return
+        collector = PacketCollector()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", data_port), collector)
+        yield control.request("StartDataTransmission")
+        yield collector.wait_for(3)
+        if how == 0:  # the polite way
+            yield control.request("StopDataTransmission")
+            control.transport.loseConnection()
+        elif how == 1:  # data first, then control
+            collector.transport.loseConnection()
+            yield collector.lost
+            control.transport.loseConnection()
+        else:  # vanishes: resets both
+            collector.transport.abortConnection()
+            control.transport.abortConnection()
+        yield defer.gatherResults([control.lost, collector.lost])
+        numbers = [p.connection_number for p in collector.packets]
+        assert numbers == list(range(len(numbers))), numbers
+
+    @inlineCallbacks
+    def churn(self, count: int, batch: int = 20) -> Any:
+        for start in range(0, count, batch):
+            yield defer.gatherResults([self.client(n % 4) for n in range(start, start + batch)])
+
+    @inlineCallbacks
+    def settle(self) -> Any:
+        for _ in range(50):  # until the server has seen every close
+            yield sleep(0.02)
+            if len(self.service.factory.controls) == 1 and len(self.service.hub.subscribers) == 1:
+                break
+        yield sleep(0.1)
+        gc.collect()
+
+    @inlineCallbacks
+    def test_200_clients_join_and_leave_while_one_streams(self) -> Any:
+        stayer = ControlClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), stayer)
+        self.addCleanup(lambda: stayer.transport.loseConnection())
+        port = port_of((yield stayer.request("GetDataConnection:TCP")))
+        collector = PacketCollector()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
+        self.addCleanup(lambda: collector.transport.loseConnection())
+        yield stayer.request("StartDataTransmission")
+
+        yield self.churn(40)  # warm-up: caches, allocator arenas, lazily built objects
+        yield self.settle()
+        fds, rss = open_fds(), rss_bytes()
+
+        yield self.churn(200)
+        yield self.settle()
+        self.assertEqual(open_fds(), fds)
+        self.assertLess(rss_bytes() - rss, 4 << 20)
+        factory = self.service.factory
+        self.assertEqual(live(TiAControlProtocol, factory), 1)  # the stayer's session only
+        self.assertEqual(live(TCPDataProtocol, factory), 1)
+        self.assertEqual(live(TCPDataListener, factory), 1)  # the stayer's, held by its data protocol
+        self.assertEqual(len(self.service.factory.controls), 1)
+        self.assertEqual(len(self.service.hub.subscribers), 1)
+        yield collector.wait_for(len(collector.packets) + 10)
+        check_stream(self, collector.packets)
