@@ -112,6 +112,21 @@ def request(
             return reply
 
 
+def cut_headers(buffer: bytearray) -> list[tuple[int, int]]:
+    """(packet id, connection number) of each complete packet at the front of ``buffer``,
+    removed from it; only fixed headers are read, so load clients stay cheap."""
+    headers = []
+    offset = 0
+    while len(buffer) - offset >= HEADER.size:
+        _, size, _, packet_id, number, _ = HEADER.unpack_from(buffer, offset)
+        if len(buffer) - offset < size:
+            break
+        offset += size
+        headers.append((packet_id, number))
+    del buffer[:offset]
+    return headers
+
+
 def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: Any) -> None:
     """Open ``count`` streaming clients, record (packet id, connection number, arrival) per packet."""
     selector = selectors.DefaultSelector()
@@ -140,19 +155,12 @@ def _client_worker(port: int, count: int, seconds: float, warmup: float, queue: 
                 chunk = key.fileobj.recv(1 << 20)  # type: ignore[union-attr]
             except BlockingIOError:
                 continue
-            buffer = state["buffer"]
-            buffer += chunk
-            offset = 0
-            while len(buffer) - offset >= 33:
-                _, size, _, packet_id, number, _ = HEADER.unpack_from(buffer, offset)
-                if len(buffer) - offset < size:
-                    break
-                offset += size
+            state["buffer"] += chunk
+            for packet_id, number in cut_headers(state["buffer"]):
                 if arrival >= record_from * 1e9:
                     state["ids"].append(packet_id)
                     state["numbers"].append(number)
                     state["times"].append(arrival)
-            del buffer[:offset]
     results = []
     for state in states:
         results.append((state["ids"], state["numbers"], state["times"]))

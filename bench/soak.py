@@ -38,10 +38,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import HEADER, ROOT, WORKLOADS, _cpu_seconds, _rss_mib, _start_server, request
+from bench.__main__ import ROOT, WORKLOADS, _cpu_seconds, _rss_mib, _start_server, cut_headers, request
 
 # ----------------------------------------------------------------- healthy clients
 
+
+
+def _snapshot(pid: int) -> dict[str, Any]:
+    """The server's RSS and open files, and the machine's load, right now."""
+    return {"rss_mib": _rss_mib(pid), "fds": _fds(pid), "load": os.getloadavg()}
 
 def _healthy_worker(port: int, count: int, seconds: float, queue: Any) -> None:
     """``count`` streaming clients; at the end Stop, close and drain to EOF so every packet is counted."""
@@ -71,14 +76,8 @@ def _healthy_worker(port: int, count: int, seconds: float, queue: Any) -> None:
             state["eof"] = True
             selector.unregister(state["data"])
             return
-        buffer = state["buffer"]
-        buffer += chunk
-        offset = 0
-        while len(buffer) - offset >= 33:
-            _, size, _, packet_id, number, _ = HEADER.unpack_from(buffer, offset)
-            if len(buffer) - offset < size:
-                break
-            offset += size
+        state["buffer"] += chunk
+        for packet_id, number in cut_headers(state["buffer"]):
             state["received"] += 1
             if number != state["next_number"]:
                 state["gaps"] += 1
@@ -86,7 +85,6 @@ def _healthy_worker(port: int, count: int, seconds: float, queue: Any) -> None:
             if state["last_id"] is not None and packet_id != state["last_id"] + 1:
                 state["id_gaps"] += 1
             state["last_id"] = packet_id
-        del buffer[:offset]
 
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -127,7 +125,7 @@ def _churn_worker(port: int, seconds: float, queue: Any) -> None:
                 reply = request(control, "GetDataConnection", "TCP")
                 data = socket.create_connection(("127.0.0.1", int(reply.parameter or 0)), timeout=10)
                 request(control, "StartDataTransmission")
-                numbers = []
+                numbers: list[int] = []
                 buffer = bytearray()
                 stop = time.monotonic() + 0.5
                 while time.monotonic() < stop:
@@ -137,14 +135,7 @@ def _churn_worker(port: int, seconds: float, queue: Any) -> None:
                     except TimeoutError:
                         break
                     buffer += chunk
-                    offset = 0
-                    while len(buffer) - offset >= 33:
-                        _, size, _, _, packet_number, _ = HEADER.unpack_from(buffer, offset)
-                        if len(buffer) - offset < size:
-                            break
-                        numbers.append(packet_number)
-                        offset += size
-                    del buffer[:offset]
+                    numbers.extend(number for _, number in cut_headers(buffer))
                 ok = bool(numbers) and numbers == list(range(len(numbers)))
                 outcomes["streamed gap-free" if ok else "stream with gaps or empty"] += 1
                 if how == 0:
@@ -262,10 +253,10 @@ def _hostile_worker(port: int, seconds: float, queue: Any) -> None:
                     sock.close()
             else:  # a data connection that is never read, dropped after 10 s
                 control = socket.create_connection(("127.0.0.1", port), timeout=5)
-                reply = request(control, "GetDataConnection", "TCP")
+                data_reply = request(control, "GetDataConnection", "TCP")
                 data = socket.socket()
                 data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                data.connect(("127.0.0.1", int(reply.parameter or 0)))
+                data.connect(("127.0.0.1", int(data_reply.parameter or 0)))
                 request(control, "StartDataTransmission")
                 slow.append(control)
                 slow.append(data)
@@ -330,7 +321,7 @@ def soak(minutes: float, workload_name: str, workers: int, out: Path | None) -> 
         log_path = Path(tmp) / "server.log"
         process, port = _start_server(workload, log_path)
         time.sleep(2)
-        baseline = {"rss_mib": _rss_mib(process.pid), "fds": _fds(process.pid), "load": os.getloadavg()}
+        baseline = _snapshot(process.pid)
         samples: list[tuple[float, float, int]] = []  # (minute, RSS MiB, fds) while everything runs
         try:
             per_worker = [workload.clients // workers + (i < workload.clients % workers) for i in range(workers)]
@@ -338,7 +329,7 @@ def soak(minutes: float, workload_name: str, workers: int, out: Path | None) -> 
             for proc in healthy:
                 proc.start()
             time.sleep(5)  # every healthy client connected and streaming
-            start = {"rss_mib": _rss_mib(process.pid), "fds": _fds(process.pid), "load": os.getloadavg()}
+            start = _snapshot(process.pid)
             cpu0, wall0 = _cpu_seconds(process.pid), time.monotonic()
             others = [
                 context.Process(target=_churn_worker, args=(port, seconds - 10, queue)),
@@ -362,7 +353,7 @@ def soak(minutes: float, workload_name: str, workers: int, out: Path | None) -> 
                 proc.join(timeout=60)
             time.sleep(1)  # the server logs the closes
             cpu1, wall1 = _cpu_seconds(process.pid), time.monotonic()
-            end = {"rss_mib": _rss_mib(process.pid), "fds": _fds(process.pid), "load": os.getloadavg()}
+            end = _snapshot(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
