@@ -34,7 +34,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from tia.config import ConfigError, ServerConfig
-from tia.protocol.control import ControlParser
+from tia.protocol.control import ControlMessage, ControlParser
 from tia.protocol.packet import SampleArray
 from tia.protocol.signals import by_name
 from tia.server.clock import MasterClock
@@ -279,6 +279,37 @@ class HostileInputTests(HostileCase):
         self.assertEqual(client.replies(), ["OK"])
         self.assertLess(self.service.clock.longest_catch_up, 20)  # never blocked the reactor for long
         yield self.still_healthy(healthy)
+
+
+class LateReaderTests(HostileCase):
+    """256 channels: 12 kB metainfo replies, more than the kernel buffers hold."""
+
+    def config(self) -> ServerConfig:
+        return ramp_config(rate=1000, blocksize=10, channels=256)
+
+    @inlineCallbacks
+    def test_the_error_reaches_a_flooding_peer_that_reads_late(self) -> Any:
+        """Closing with the peer's requests unread must not reset away the replies and the Error."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.connect(("127.0.0.1", self.port))  # loopback: returns at once
+        sock.setblocking(False)
+        self.addCleanup(sock.close)
+        sock.send(b"TiA 1.0\nGetMetaInfo\n\n" * 5000)  # 5000 requests; 200 replies are 2.5 MB
+        yield sleep(0.5)  # reads nothing meanwhile: the server closes with its replies still queued
+        parser, replies = ControlParser(), []
+        for _ in range(300):
+            try:
+                chunk = sock.recv(1 << 20)
+            except BlockingIOError:
+                yield sleep(0.01)
+                continue
+            if not chunk:
+                break
+            replies.extend(parser.feed(chunk))
+        self.assertEqual(replies[-1], ControlMessage("Error", "too many requests (limit 200 per second)"))
+        self.assertTrue(200 <= len(replies) - 1 <= 220)
+        self.assertEqual({m.command for m in replies[:-1]}, {"MetaInfo"})
 
 
 class RequestFloodTests(HostileCase):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTCP
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTCP, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+LINGER_SECONDS = 2.0  # after an Error and our FIN, how long the peer may take to close its side
+
 
 @implementer(IPushProducer)
 class TiAControlProtocol(Protocol):
@@ -73,6 +75,7 @@ class TiAControlProtocol(Protocol):
         self._violation_pending: str | None = None
         self._paused = False
         self._idle_timer: IDelayedCall | None = None
+        self._linger_timer: IDelayedCall | None = None  # set while closing after an Error
         self._last_request = 0.0
         self._handlers: dict[str, Callable[[ControlMessage], bytes]] = {
             Command.CHECK_PROTOCOL_VERSION: lambda message: OK_REPLY,
@@ -104,7 +107,7 @@ class TiAControlProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing():
-            return
+            return  # also what a peer sends after its Error reply: read and dropped
         try:
             self._pending.extend(self.parser.feed(data))  # linear in the chunk, bounded per line
         except ControlProtocolError as error:
@@ -141,7 +144,7 @@ class TiAControlProtocol(Protocol):
 
     def _closing(self) -> bool:
         transport: Any = self.transport
-        return transport is None or bool(transport.disconnecting)
+        return transport is None or bool(transport.disconnecting) or self._linger_timer is not None
 
     def close(self) -> None:
         """Close after the buffered replies (a registered producer would hold the close back)."""
@@ -162,7 +165,25 @@ class TiAControlProtocol(Protocol):
             peer=self.peer_host, reason=reason,
         )
         self.transport.write(build_error(reason))
-        self.close()
+        self._close_after_error()
+
+    def _close_after_error(self) -> None:
+        """Send the Error and a FIN, but keep reading (and dropping) for a moment.
+
+        Closing a socket with unread input makes the kernel send a reset, and a
+        reset can destroy the Error reply before the peer reads it: a flooding
+        client would never learn why. So only our side closes first; the peer's
+        EOF, or ``LINGER_SECONDS``, ends the connection.
+        """
+        if not ITCPTransport.providedBy(self.transport) or not hasattr(self.transport, "loseWriteConnection"):
+            self.close()
+            return
+        transport: Any = self.transport
+        self._pending.clear()
+        transport.unregisterProducer()
+        self._linger_timer = self.server.reactor.callLater(LINGER_SECONDS, transport.abortConnection)
+        transport.resumeProducing()  # reading again, so the peer's EOF is seen
+        transport.loseWriteConnection()
 
     def _idle_check(self) -> None:
         """Close a connection that asks nothing and streams nothing: it only holds a slot."""
@@ -327,8 +348,9 @@ class TiAControlProtocol(Protocol):
             (hub.subscribe if self.started else hub.unsubscribe)(self._subscriber(self.tcp_data))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
+        for timer in (self._idle_timer, self._linger_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._idle_timer = None
         self._pending.clear()
         self.started = False
