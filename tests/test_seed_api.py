@@ -175,6 +175,8 @@ PRELUDE = textwrap.dedent(
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
             except ConnectionRefusedError:
                 return True
+            except ConnectionResetError:
+                pass  # accepted just as the port closed: try again
             time.sleep(0.02)
         return False
     """
