@@ -813,7 +813,9 @@ def test_lazy_exports_import_nothing_heavy_up_front() -> None:
         "assert not heavy, heavy\n"
         "from tia import TiAClient, TiAPacket, TiAError\n"
         "from tia.client.blocking import TiAClient as C\n"
-        "assert TiAClient is C and issubclass(TiAError, Exception)\n"
+        "from tia.client import TiAClient as D\n"
+        "assert TiAClient is C is D and issubclass(TiAError, Exception)\n"
+        "assert 'twisted' not in sys.modules\n"
         "print(tia.__version__)\n"
     )
     result = subprocess.run(
@@ -824,7 +826,11 @@ def test_lazy_exports_import_nothing_heavy_up_front() -> None:
 
 
 def test_lazy_exports_are_listed_and_unknown_names_fail() -> None:
-    assert set(tia.__all__) == {"__version__", *tia._LAZY_EXPORTS}
+    from tia import seed
+    from tia.client import app
+
+    assert set(tia.__all__) == {"__version__", *blocking.__all__, *seed.__all__}
+    assert set(tia.client.__all__) == {*blocking.__all__, *app.__all__}
     assert tia.TiAPacket is TiAPacket
     with pytest.raises(AttributeError):
         _ = tia.NoSuchThing

@@ -24,7 +24,7 @@ from pathlib import Path
 import edfio
 import numpy as np
 import pytest
-from support import ramp_values
+from support import free_port, ramp_values
 
 from tia import cli
 from tia.cli import Address, main, parse_address, sparkline
@@ -57,12 +57,6 @@ channels = trigger:event
 interval = 0.2
 codes = 5, 6
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:

@@ -5,27 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from support import ramp_config, ramp_values
-from twisted.internet import reactor, task, threads
+from support import BLOCK, CHANNELS, SocketTestCase, ramp_config, ramp_values, sleep
+from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial import unittest
 
 from tia import TiAClient
 from tia.client import TiAServerError, TiAStream, connectTiA
 from tia.protocol.packet import DataPacket
-from tia.server.service import TiAService
-
-CHANNELS, BLOCK = 4, 10
 
 
-class LiveClientTests(unittest.TestCase):
+class LiveClientTests(SocketTestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        self.service = TiAService(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS))
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.port = self.service.control_port
+        self.serve(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS))
 
     def check(self, ids: list[int], numbers: list[int], blocks: list[Any]) -> None:
         self.assertEqual(numbers, list(range(len(numbers))))
@@ -40,7 +33,7 @@ class LiveClientTests(unittest.TestCase):
         meta = yield stream.start()
         self.assertEqual(meta.signal("eeg").num_channels, CHANNELS)
         while len(packets) < 30:
-            yield task.deferLater(reactor, 0.05, lambda: None)
+            yield sleep(0.05)
         yield stream.stop()
         self.check([p.packet_id for p in packets], [p.connection_number for p in packets],
                    [p.signals[1] for p in packets])

@@ -4,11 +4,12 @@ the customized metainfo; and the control channel's SetCustomSignalInfo over Stri
 from __future__ import annotations
 
 import pytest
+import support
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import ramp_config
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 
 from tia.protocol.control import ControlParser
 from tia.protocol.custom import (
@@ -20,11 +21,7 @@ from tia.protocol.custom import (
 )
 from tia.protocol.metainfo import MetaInfo, SignalInfo, Subject
 from tia.protocol.signals import by_name
-from tia.server.control import TiAControlProtocol
 from tia.server.custom import CustomSubscriber
-from tia.server.service import TiAServerFactory
-from tia.server.stream import StreamHub
-from tia.sources import build_source
 
 
 def sig(name: str, rate: float, block: int, *labels: str | None) -> SignalInfo:
@@ -333,23 +330,11 @@ def test_identity() -> None:
 # -- the control channel ---------------------------------------------------------------
 
 
-class Wire:
+class Wire(support.Wire):
     """One control connection on StringTransport to a 4-channel ramp server (1000 Hz, blocks of 8)."""
 
     def __init__(self, udp_mode: str = "unicast", peer: str = "127.0.0.1") -> None:
-        config = ramp_config(rate=1000, blocksize=8, channels=4, udp_mode=udp_mode)
-        self.hub = StreamHub([build_source(s) for s in config.sources], config.subject)
-        self.factory = TiAServerFactory(config, self.hub, MemoryReactorClock())
-        self.protocol: TiAControlProtocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
-        self.transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 9000), peerAddress=IPv4Address("TCP", peer, 5000)
-        )
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> bytes:
-        self.transport.clear()
-        self.protocol.dataReceived(data)
-        return self.transport.value()
+        super().__init__(ramp_config(rate=1000, blocksize=8, channels=4, udp_mode=udp_mode), peer)
 
     def command(self, command: str) -> bytes:
         return self.send(f"TiA 1.0\n{command}\n\n".encode())

@@ -7,12 +7,9 @@ from typing import Any
 
 import numpy as np
 from scipy import signal
-from support import config_from_text, ramp_values
-from test_server_sockets import ControlClient, PacketCollector, UDPCollector, port_of, sleep
+from support import ControlClient, SocketTestCase, config_from_text, port_of, ramp_values, sleep
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.trial import unittest
 
 from tia.client.app import TiAServerError, TiAStream, connectTiA
 from tia.client.blocking import TiAClient
@@ -22,7 +19,6 @@ from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import DataPacket
 from tia.protocol.signals import flags_in
 from tia.server.custom import decimation_filter
-from tia.server.service import TiAService
 
 EEG_CHANNELS, EEG_BLOCK, BP_CHANNELS, BP_BLOCK = 16, 8, 2, 2
 
@@ -119,37 +115,16 @@ def assert_decimated(packets: list[DataPacket], channels: list[int], factor: int
     np.testing.assert_allclose(received, decimated_reference(sent, factor), rtol=1e-6, atol=2e-3)
 
 
-class CustomServerTestCase(unittest.TestCase):
+class CustomServerTestCase(SocketTestCase):
     timeout = 30
     config = CONFIG
 
     def setUp(self) -> None:
-        self.service = TiAService(config_from_text(self.config))
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.port = self.service.control_port
-
-    @inlineCallbacks
-    def control(self) -> Any:
-        client = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
-        self.addCleanup(lambda: client.transport.loseConnection() if client.transport else None)
-        return client
-
-    @inlineCallbacks
-    def data(self, port: int) -> Any:
-        collector = PacketCollector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-        self.addCleanup(lambda: collector.transport.loseConnection() if collector.transport else None)
-        return collector
+        self.serve(config_from_text(self.config))
 
     def customize(self, control: ControlClient, content: bytes) -> Deferred[ControlMessage]:
         """SetCustomSignalInfo with content, as the reference's client sends it; fires with the reply."""
-        assert control.transport is not None
-        reply: Deferred[ControlMessage] = Deferred()
-        control.waiting.append(reply)
-        control.transport.write(b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:%d\n\n%s" % (len(content), content))
-        return reply
+        return control.request("SetCustomSignalInfo", content)
 
 
 class ThreeClientsTests(CustomServerTestCase):
@@ -306,9 +281,7 @@ class UnicastUDPTests(CustomServerTestCase):
         control = yield self.control()
         self.assertEqual((yield self.customize(control, REFERENCE_REQUEST)).command, "OK")
         port = port_of((yield control.request("GetDataConnection:UDP")))
-        receiver = UDPCollector()
-        listening = reactor.listenUDP(port, receiver, interface="127.0.0.1", maxPacketSize=65535)
-        self.addCleanup(listening.stopListening)
+        receiver = self.udp_receiver(port)
         yield control.request("StartDataTransmission")
         while len(receiver.packets) < 20:
             yield sleep(0.02)

@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support import config_from_text, ramp_config
-from test_server_sockets import ControlClient, PacketCollector, port_of
-from twisted.internet import reactor, task, threads
+from support import SocketTestCase, config_from_text, ramp_config, sleep
+from twisted.internet import threads
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.protocols.basic import LineReceiver
-from twisted.trial import unittest
 
 from tia import cli
 from tia.config import ConfigError
@@ -68,40 +65,19 @@ def events_of(packets: list[DataPacket], flag: int) -> list[tuple[int, float]]:
     return [(p.packet_id, float(p.signals[flag][0, 0])) for p in packets if flag in p.signals]
 
 
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-class InjectedEventsTests(unittest.TestCase):
+class InjectedEventsTests(SocketTestCase):
     timeout = 30
 
     def setUp(self) -> None:
         config = ramp_config(rate=100, blocksize=1, channels=1,
                              extra=EVENTS.format(endpoint="tcp:0:interface=127.0.0.1"))
-        self.service = TiAService(config)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-
-    @inlineCallbacks
-    def connect(self, port: int, protocol: Any) -> Any:
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
-        self.addCleanup(lambda: protocol.transport.loseConnection() if protocol.transport else None)
-        return protocol
-
-    @inlineCallbacks
-    def streaming(self) -> Any:
-        control = yield self.connect(self.service.control_port, ControlClient())
-        port = port_of((yield control.request("GetDataConnection:TCP")))
-        collector = yield self.connect(port, PacketCollector())
-        yield control.request("StartDataTransmission")
-        yield collector.wait_for(3)
-        return collector
+        self.serve(config)
 
     @inlineCallbacks
     def test_posted_codes_arrive_as_event_and_keycode_packets(self) -> Any:
         meta = self.service.hub.metainfo
         self.assertEqual([s.type.name for s in meta.signals], ["eeg", "keycode", "event"])
-        collector = yield self.streaming()
+        _, collector = yield self.streaming(packets=3)
         poster = yield self.connect(self.service.events_port, Poster())
         posted_at = self.service.hub.ticks_sent
         replies = yield poster.post("7", "keycode 65", "event 1 2", "bogus 3", "event nan")
@@ -118,7 +94,7 @@ class InjectedEventsTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_a_burst_is_spread_over_consecutive_packets_never_dropped(self) -> Any:
-        collector = yield self.streaming()
+        _, collector = yield self.streaming(packets=3)
         poster = yield self.connect(self.service.events_port, Poster())
         replies = yield poster.post(*[f"event {n}" for n in range(1, 9)], "trigger 9")
         self.assertEqual(replies, ["OK"] * 9)
@@ -148,7 +124,7 @@ class InjectedEventsTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_post_event_the_blocking_client_behind_tia_event(self) -> Any:
-        collector = yield self.streaming()
+        _, collector = yield self.streaming(packets=3)
         reply = yield threads.deferToThread(post_event, "127.0.0.1", self.service.events_port, "event 42")
         self.assertEqual(reply, "OK")
         while not events_of(collector.packets, EVENT):
@@ -157,7 +133,7 @@ class InjectedEventsTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_tia_event_command(self) -> Any:
-        collector = yield self.streaming()
+        _, collector = yield self.streaming(packets=3)
         host = f"127.0.0.1:{self.service.events_port}"
         code = yield threads.deferToThread(cli.main, ["event", "--host", host, "--signal", "keycode", "65"])
         self.assertEqual(code, 0)

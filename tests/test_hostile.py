@@ -20,17 +20,25 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import config_from_text, ramp_config, ramp_values
-from test_server_sockets import BLOCK, CHANNELS, ControlClient, PacketCollector, check_stream, port_of, sleep
+from support import (
+    BLOCK,
+    CHANNELS,
+    PacketCollector,
+    SocketTestCase,
+    check_stream,
+    config_from_text,
+    port_of,
+    ramp_config,
+    ramp_values,
+    sleep,
+)
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.trial import unittest
 from zope.interface import implementer
 
 from tia.config import ConfigError, ServerConfig
@@ -47,7 +55,7 @@ from tia.server.guard import (
     exposure_warning,
     host_allowed,
 )
-from tia.server.service import ServerStateChannel, TiAService
+from tia.server.service import ServerStateChannel
 from tia.sources import build_source
 from tia.sources.base import ChannelSpec, ISource, SourceSpec
 
@@ -84,7 +92,7 @@ class RawClient(Protocol):
         return lines
 
 
-class HostileCase(unittest.TestCase):
+class HostileCase(SocketTestCase):
     """A ramp server (4 ch, 1 kHz, blocks of 10: 100 packets/s) plus a healthy streaming client."""
 
     timeout = 30
@@ -94,10 +102,7 @@ class HostileCase(unittest.TestCase):
         self.events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        self.service = TiAService(self.config(), sources=self.sources())
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.port = self.service.control_port
+        self.serve(self.config(), self.sources())
 
     def config(self) -> ServerConfig:
         return ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS, server_extra=self.server_extra)
@@ -108,31 +113,8 @@ class HostileCase(unittest.TestCase):
     def logged(self, text: str) -> int:
         return sum(text in (formatEvent(event) or "") for event in self.events)
 
-    @inlineCallbacks
-    def raw(self) -> Any:
-        client = RawClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
-        self.addCleanup(lambda: client.transport.abortConnection() if client.transport else None)
-        return client
-
-    @inlineCallbacks
-    def control(self) -> Any:
-        client = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
-        self.addCleanup(lambda: client.transport.loseConnection() if client.transport else None)
-        return client
-
-    @inlineCallbacks
-    def healthy(self) -> Any:
-        """A streaming client that keeps up; returns (control, collector)."""
-        control = yield self.control()
-        port = port_of((yield control.request("GetDataConnection:TCP")))
-        collector = PacketCollector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-        self.addCleanup(lambda: collector.transport.loseConnection() if collector.transport else None)
-        yield control.request("StartDataTransmission")
-        yield collector.wait_for(5)
-        return control, collector
+    def raw(self) -> Deferred[RawClient]:
+        return self.connect(self.port, RawClient(), abort=True)
 
     @inlineCallbacks
     def still_healthy(self, collector: PacketCollector, more: int = 20) -> Any:
@@ -163,13 +145,13 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_endless_line(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         yield self.expect_error_then_close(b"A" * 200_000, "control line longer than 1024 bytes")
         yield self.still_healthy(healthy)
 
     @inlineCallbacks
     def test_huge_negative_and_garbage_content_length(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         head = b"TiA 1.0\nSetCustomSignalInfo\n"
         yield self.expect_error_then_close(
             head + b"Content-Length:99999999999999999999\n\n",
@@ -181,7 +163,7 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_truncated_message_then_close(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         client = yield self.raw()
         client.send(b"TiA 1.0\nSetCustomSignalInfo\nContent-Length:500\n\n<tiaCustomSignalInfo")
         yield sleep(0.05)
@@ -195,7 +177,7 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_binary_garbage(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         garbage = bytes(np.random.default_rng(7).integers(0, 256, 100_000, dtype=np.uint8))
         client = yield self.raw()
         client.send(garbage)
@@ -206,14 +188,14 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_invalid_utf8(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         yield self.expect_error_then_close(b"TiA 1.0\nGetMeta\xff\xfeInfo\n\n", "control line is not valid UTF-8")
         yield self.expect_error_then_close(b"\xc3\x28\n", "control line is not valid UTF-8")
         yield self.still_healthy(healthy)
 
     @inlineCallbacks
     def test_wrong_version_and_http(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         yield self.expect_error_then_close(
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
             "unsupported protocol version line 'GET / HTTP/1.1', expected 'TiA 1.0'",
@@ -222,7 +204,7 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_xml_bomb_and_deep_nesting_get_validation_errors_and_the_connection_stays_usable(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         laughs = (
             b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
             + b"".join(
@@ -253,7 +235,7 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_unknown_commands_are_answered_and_logged_once(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         client = yield self.raw()
         client.send(b"TiA 1.0\nFooBar\n\n" * 50)
         for _ in range(100):
@@ -266,7 +248,7 @@ class HostileInputTests(HostileCase):
 
     @inlineCallbacks
     def test_a_newline_flood_costs_no_reactor_time(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         client = yield self.raw()
         for _ in range(40):  # 10 MB of empty lines, skipped between messages
             client.send(b"\n" * 250_000)
@@ -317,7 +299,7 @@ class RequestFloodTests(HostileCase):
 
     @inlineCallbacks
     def test_five_thousand_requests_as_fast_as_possible(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         client = yield self.raw()
         client.send(b"TiA 1.0\nCheckProtocolVersion\n\n" * 5000)
         yield client.lost
@@ -330,7 +312,7 @@ class RequestFloodTests(HostileCase):
 
     @inlineCallbacks
     def test_a_client_within_the_rate_is_never_limited(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         control = yield self.control()
         for _ in range(30):  # 30 round trips at 100 per second
             self.assertEqual((yield control.request("CheckProtocolVersion")).command, "OK")
@@ -345,15 +327,8 @@ class UnreadRepliesTests(HostileCase):
 
     @inlineCallbacks
     def test_replies_never_pile_up(self) -> Any:
-        _, healthy = yield self.healthy()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        self.addCleanup(sock.close)
-        try:
-            sock.connect(("127.0.0.1", self.port))
-        except BlockingIOError:
-            pass
+        _, healthy = yield self.streaming()
+        sock = self.unread_socket(self.port)
         requests = b"TiA 1.0\nGetMetaInfo\n\n" * 20_000  # 21 kB each way per 1000
         sent = 0
         peak = pending = 0
@@ -408,7 +383,7 @@ class IdleTimeoutTests(HostileCase):
 
     @inlineCallbacks
     def test_silent_connections_are_closed_streaming_ones_are_not(self) -> Any:
-        _, healthy = yield self.healthy()  # never sends a request after Start
+        _, healthy = yield self.streaming()  # never sends a request after Start
         silent = yield self.raw()
         asked_port = yield self.raw()  # asks for a data port but never connects
         asked_port.send(b"TiA 1.0\nGetDataConnection:TCP\n\n")
@@ -435,7 +410,7 @@ class ConnectionFloodTests(HostileCase):
 
     @inlineCallbacks
     def test_beyond_the_limit_refused_politely(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         clients = []
         for _ in range(30):
             clients.append((yield self.raw()))
@@ -476,11 +451,9 @@ class AllowListAcceptTests(HostileCase):
 
     @inlineCallbacks
     def test_inside_the_allowed_networks_served(self) -> Any:
-        control, healthy = yield self.healthy()
+        control, healthy = yield self.streaming()
         port = port_of((yield control.request("GetServerStateConnection")))
-        state = RawClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), state)
-        self.addCleanup(state.transport.loseConnection)
+        state = yield self.connect(port, RawClient())
         yield sleep(0.05)
         self.assertEqual(bytes(state.received), b"TiA 1.0\nServerStateRunning\n\n")
         yield self.still_healthy(healthy)
@@ -523,11 +496,9 @@ def test_a_closing_data_connection_flushes_then_resets_a_client_that_never_reads
 class KeepaliveTests(HostileCase):
     @inlineCallbacks
     def test_keepalive_on_control_data_and_state_connections(self) -> Any:
-        control, healthy = yield self.healthy()
+        control, healthy = yield self.streaming()
         state_port = port_of((yield control.request("GetServerStateConnection")))
-        state = RawClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", state_port), state)
-        self.addCleanup(state.transport.loseConnection)
+        yield self.connect(state_port, RawClient())
         yield sleep(0.05)
         server_control = self.server_side(control)
         sockets = {
@@ -590,7 +561,7 @@ class FaultySourceCase(HostileCase):
 
     @inlineCallbacks
     def stream_through_the_fault(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         yield healthy.wait_for(60)
         yield self.still_healthy(healthy, 30)
         return healthy.packets
@@ -636,7 +607,7 @@ class ReactorStallTests(HostileCase):
 
     @inlineCallbacks
     def test_catch_up_sends_every_missed_tick(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         reactor.callLater(0, time.sleep, 2.0)
         yield sleep(0.1)
         yield self.still_healthy(healthy, 50)  # check_stream: ids and numbers consecutive, values exact
@@ -654,7 +625,7 @@ class ReactorStallSkipTests(HostileCase):
 
     @inlineCallbacks
     def test_skip_jumps_the_packet_ids_without_duplicates(self) -> Any:
-        _, healthy = yield self.healthy()
+        _, healthy = yield self.streaming()
         reactor.callLater(0, time.sleep, 2.0)
         yield sleep(0.1)
         yield healthy.wait_for(len(healthy.packets) + 50)

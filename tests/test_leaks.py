@@ -13,16 +13,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from support import ramp_config
-from test_server_sockets import BLOCK, CHANNELS, ControlClient, PacketCollector, check_stream, port_of, sleep
-from twisted.internet import defer, reactor
+from support import (
+    BLOCK,
+    CHANNELS,
+    ControlClient,
+    PacketCollector,
+    SocketTestCase,
+    check_stream,
+    port_of,
+    ramp_config,
+    sleep,
+    tcp_connect,
+)
+from twisted.internet import defer
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
 from tia.server.control import TiAControlProtocol
 from tia.server.data import TCPDataListener, TCPDataProtocol
-from tia.server.service import TiAService
 
 
 def open_fds() -> int:
@@ -48,29 +56,25 @@ def live(kind: type, factory: object) -> int:
     return sum(isinstance(o, kind) and owner(o) is factory for o in gc.get_objects())
 
 
-class ChurnTests(unittest.TestCase):
+class ChurnTests(SocketTestCase):
     timeout = 60
 
     def setUp(self) -> None:
         if not Path("/proc/self/fd").is_dir():
             raise unittest.SkipTest("needs /proc to count file descriptors")
-        self.service = TiAService(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS))
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.port = self.service.control_port
+        self.serve(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS))
 
     @inlineCallbacks
     def client(self, how: int) -> Any:
         """Join, stream a few packets, leave in one of four ways."""
-        control = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), control)
+        # no cleanups: they would keep these peers alive, and the test counts what survives
+        control = yield tcp_connect(self.port, ControlClient())
         data_port = port_of((yield control.request("GetDataConnection:TCP")))
         if how == 3:  # asks for a data port and leaves without ever connecting to it
             control.transport.loseConnection()
             yield control.lost
             return
-        collector = PacketCollector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", data_port), collector)
+        collector = yield tcp_connect(data_port, PacketCollector())
         yield control.request("StartDataTransmission")
         yield collector.wait_for(3)
         if how == 0:  # the polite way
@@ -103,14 +107,7 @@ class ChurnTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_200_clients_join_and_leave_while_one_streams(self) -> Any:
-        stayer = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), stayer)
-        self.addCleanup(lambda: stayer.transport.loseConnection())
-        port = port_of((yield stayer.request("GetDataConnection:TCP")))
-        collector = PacketCollector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-        self.addCleanup(lambda: collector.transport.loseConnection())
-        yield stayer.request("StartDataTransmission")
+        _, collector = yield self.streaming(packets=0)  # the stayer, streaming throughout
 
         yield self.churn(40)  # warm-up: caches, allocator arenas, lazily built objects
         yield self.settle()

@@ -14,9 +14,9 @@ import uuid
 from typing import Any
 
 import numpy as np
-from support import RAMP_INI, config_from_text
-from twisted.internet import reactor, task, threads
-from twisted.internet.defer import Deferred, inlineCallbacks
+from support import MARKERS, RAMP_INI, config_from_text
+from twisted.internet import threads
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from tia import cli
@@ -33,17 +33,6 @@ except (ImportError, OSError, RuntimeError) as error:  # pylsl absent, or its li
 
 CHANNELS, BLOCK, RATE = 4, 10, 1000
 LABELS = ["Fp1", "Fp2", "Cz", "Pz"]
-MARKERS = """
-[source:markers]
-driver = events
-channels = trigger:event
-interval = 0.1
-codes = 5, 6
-"""
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def config(outlets: bool, source_id: str) -> Any:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from support import ramp_config
+from support import ramp_config, sleep
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionDone
@@ -24,10 +24,6 @@ from tia.server.clock import MonotonicClock, PreciseClock, best_clock
 from tia.server.service import TiAService
 
 SKIP = None if PreciseClock.available(reactor) else f"PreciseClock needs a Linux timerfd (this is {sys.platform})"
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def precise_readers() -> list[object]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import edfio
 import numpy as np
 import pytest
-from support import ramp_values
+from support import free_port, ramp_values
 
 from tia import cli
 from tia.server.recorder import open_raw
@@ -54,12 +53,6 @@ directory = {directory}
 formats = edf, raw
 flush_interval = {flush}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -21,9 +21,9 @@ from typing import IO, Any
 
 import edfio
 import numpy as np
-from support import config_from_text, ramp_config, ramp_values
-from twisted.internet import reactor, task, threads
-from twisted.internet.defer import Deferred, inlineCallbacks
+from support import MARKERS, config_from_text, ramp_config, ramp_values, sleep
+from twisted.internet import threads
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import provider
@@ -39,17 +39,6 @@ CHANNELS, BLOCK, RATE = 4, 10, 1000
 EEG, EVENT = 0x1, 0x200000
 EVENT_TICKS = 10  # interval 0.1 s at 100 packets/s
 
-MARKERS = """
-[source:markers]
-driver = events
-channels = trigger:event
-interval = 0.1
-codes = 5, 6
-"""
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def recording_config(directory: Path, **keys: object) -> Any:

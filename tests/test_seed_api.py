@@ -9,7 +9,6 @@ fail before any thread starts, run in-process (and check that none started).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from support import free_port
 from twisted.logger import globalLogPublisher
 
 import tia
@@ -118,13 +118,6 @@ if len(packets) > 0:
 client.stop_streaming_data()
 client.disconnect()
 """  # noqa: E501 - the README's own long line
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def run_script(code: str) -> subprocess.CompletedProcess[str]:

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import support
 from support import ramp_config
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 
 from tia.protocol.control import ControlParser
 from tia.protocol.metainfo import MetaInfo
-from tia.server.control import TiAControlProtocol
-from tia.server.service import TiAServerFactory
-from tia.server.stream import StreamHub
-from tia.sources import build_source
 
 
-class Wire:
+class Wire(support.Wire):
+    """To a 4-channel ramp server at 250 Hz in blocks of 1."""
+
     def __init__(self, udp_mode: str = "unicast", extra: str = "", peer: str = "127.0.0.1") -> None:
-        config = ramp_config(rate=250, blocksize=1, channels=4, udp_mode=udp_mode, extra=extra)
-        self.reactor = MemoryReactorClock()
-        self.hub = StreamHub([build_source(s) for s in config.sources], config.subject)
-        self.factory = TiAServerFactory(config, self.hub, self.reactor)
-        self.protocol: TiAControlProtocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
-        self.transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 9000), peerAddress=IPv4Address("TCP", peer, 5000)
-        )
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> bytes:
-        self.transport.clear()
-        self.protocol.dataReceived(data)
-        return self.transport.value()
+        super().__init__(ramp_config(rate=250, blocksize=1, channels=4, udp_mode=udp_mode, extra=extra), peer)
 
 
 def request(command: str) -> bytes:

@@ -6,121 +6,33 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from support import ramp_config, ramp_values
-from twisted.internet import defer, reactor, task, threads
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from support import (
+    BLOCK,
+    CHANNELS,
+    PacketCollector,
+    SocketTestCase,
+    UDPCollector,
+    check_stream,
+    port_of,
+    ramp_config,
+    ramp_values,
+    sleep,
+    tcp_connect,
+)
+from twisted.internet import defer, reactor, threads
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tia.protocol.control import ControlMessage, ControlParser
-from tia.protocol.packet import DataPacket, PacketStreamDecoder, decode_packet
+from tia.protocol.packet import DataPacket, PacketStreamDecoder
 from tia.server.service import TiAService
 
-CHANNELS, BLOCK = 4, 10
 
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-class ControlClient(Protocol):
-    """A minimal test peer: one request at a time, replies parsed by the core."""
-
-    def __init__(self) -> None:
-        self.parser = ControlParser()
-        self.waiting: list[Deferred[ControlMessage]] = []
-        self.lost: Deferred[None] = Deferred()
-
-    def request(self, command: str) -> Deferred[ControlMessage]:
-        assert self.transport is not None
-        d: Deferred[ControlMessage] = Deferred()
-        self.waiting.append(d)
-        self.transport.write(f"TiA 1.0\n{command}\n\n".encode())
-        return d
-
-    def dataReceived(self, data: bytes) -> None:
-        for message in self.parser.feed(data):
-            self.waiting.pop(0).callback(message)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
-
-
-class PacketCollector(Protocol):
-    def __init__(self) -> None:
-        self.decoder = PacketStreamDecoder()
-        self.packets: list[DataPacket] = []
-        self.lost: Deferred[None] = Deferred()
-        self._want: tuple[int, Deferred[None]] | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.packets.extend(self.decoder.feed(data))
-        if self._want and len(self.packets) >= self._want[0]:
-            d = self._want[1]
-            self._want = None
-            d.callback(None)
-
-    def wait_for(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if len(self.packets) >= count:
-            d.callback(None)
-        else:
-            self._want = (count, d)
-        return d
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
-
-
-class UDPCollector(DatagramProtocol):
-    def __init__(self) -> None:
-        self.packets: list[DataPacket] = []
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.packets.append(decode_packet(datagram))
-
-
-def check_stream(testcase: unittest.TestCase, packets: list[DataPacket]) -> None:
-    """Gap-free, numbered from 0, and every sample exactly what the ramp source sent."""
-    testcase.assertTrue(packets)
-    testcase.assertEqual([p.connection_number for p in packets], list(range(len(packets))))
-    first = packets[0].packet_id
-    testcase.assertEqual([p.packet_id for p in packets], list(range(first, first + len(packets))))
-    for packet in packets:
-        expected = ramp_values(CHANNELS, packet.packet_id * BLOCK, BLOCK)
-        np.testing.assert_array_equal(packet.signals[1], expected)
-        testcase.assertEqual(packet.timestamp, packet.packet_id * 10_000)
-
-
-def port_of(message: ControlMessage) -> int:
-    assert message.parameter is not None
-    return int(message.parameter)
-
-
-class ServerTestCase(unittest.TestCase):
+class ServerTestCase(SocketTestCase):
     udp_mode = "unicast"
     timeout = 30
 
     def setUp(self) -> None:
-        self.service = TiAService(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS, udp_mode=self.udp_mode))
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.port = self.service.control_port
-
-    @inlineCallbacks
-    def control(self) -> Any:
-        client = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
-        self.addCleanup(lambda: client.transport.loseConnection() if client.transport else None)
-        return client
-
-    @inlineCallbacks
-    def data(self, port: int) -> Any:
-        collector = PacketCollector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-        self.addCleanup(lambda: collector.transport.loseConnection() if collector.transport else None)
-        return collector
+        self.serve(ramp_config(rate=1000, blocksize=BLOCK, channels=CHANNELS, udp_mode=self.udp_mode))
 
 
 class TCPStreamingTests(ServerTestCase):
@@ -209,9 +121,7 @@ class UDPUnicastTests(ServerTestCase):
     def test_udp_unicast_to_the_announced_port(self) -> Any:
         control = yield self.control()
         port = port_of((yield control.request("GetDataConnection:UDP")))
-        receiver = UDPCollector()
-        listening = reactor.listenUDP(port, receiver, interface="127.0.0.1", maxPacketSize=65535)
-        self.addCleanup(listening.stopListening)
+        receiver = self.udp_receiver(port)
         yield control.request("StartDataTransmission")
         while len(receiver.packets) < 20:
             yield sleep(0.05)
@@ -271,9 +181,7 @@ class BroadcastTests(ServerTestCase):
 
     @inlineCallbacks
     def test_two_clients_share_one_stream_while_either_is_started(self) -> Any:
-        receiver = UDPCollector()
-        listening = reactor.listenUDP(self.broadcast_port, receiver, maxPacketSize=65535)
-        self.addCleanup(listening.stopListening)
+        receiver = self.udp_receiver(self.broadcast_port, interface="")
         first, second = (yield self.control()), (yield self.control())
         for control in (first, second):
             self.assertEqual(port_of((yield control.request("GetDataConnection:UDP"))), self.broadcast_port)
@@ -301,7 +209,7 @@ class StateChannelTests(ServerTestCase):
         state = PacketCollector()  # reuse: only raw bytes matter here
         received: list[bytes] = []
         state.dataReceived = received.append  # type: ignore[method-assign]
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), state)
+        yield tcp_connect(port, state)
         yield sleep(0.1)
         self.assertEqual(b"".join(received), b"TiA 1.0\nServerStateRunning\n\n")
         data_port = port_of((yield control.request("GetDataConnection:TCP")))
@@ -350,34 +258,24 @@ class PytiaClientTests(ServerTestCase):
             self.assertEqual(list(packet.get_channel(0)), [v for row in expected for v in row])
 
 
-class SlowClientTests(unittest.TestCase):
+class SlowClientTests(SocketTestCase):
     """A client that stops reading is bounded and skipped; the others stay exact and gap-free."""
 
     timeout = 60
 
     def setUp(self) -> None:
         # 256 ch x 8 samples: 8 kB packets at 256 packets/s (2 MB/s per client)
-        config = ramp_config(rate=2048, blocksize=8, channels=256, server_extra="backlog = 0.2")
-        self.service = TiAService(config)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
+        self.serve(ramp_config(rate=2048, blocksize=8, channels=256, server_extra="backlog = 0.2"))
 
     @inlineCallbacks
     def test_non_reading_client_is_dropped_within_its_backlog(self) -> Any:
         import socket
 
-        port = self.service.control_port
-        healthy_control = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), healthy_control)
-        self.addCleanup(healthy_control.transport.loseConnection)
-        slow_control = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), slow_control)
-        self.addCleanup(slow_control.transport.loseConnection)
+        healthy_control = yield self.control()
+        slow_control = yield self.control()
 
-        healthy = PacketCollector()
         healthy_port = port_of((yield healthy_control.request("GetDataConnection:TCP")))
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", healthy_port), healthy)
-        self.addCleanup(healthy.transport.loseConnection)
+        healthy = yield self.data(healthy_port)
 
         slow_port = port_of((yield slow_control.request("GetDataConnection:TCP")))
         slow = socket.socket()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
 import pytest
-from support import config_from_text
+from support import config_from_text, wait_for
 
 from tia.config import ConfigError
 from tia.protocol.packet import decode_packet, encode_header
@@ -19,14 +16,6 @@ from tia.sources.brainflow_board import BrainFlowSource
 brainflow = pytest.importorskip("brainflow", reason="brainflow is not installed; pip install '.[test]'")
 
 SYNTHETIC = "[source:board]\ndriver = brainflow\nboard_id = SYNTHETIC_BOARD\nblocksize = 25\n"
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_synthetic_board_layout_from_config() -> None:

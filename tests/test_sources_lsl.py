@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from support import config_from_text
+from support import config_from_text, wait_for
 
 from tia.config import ConfigError
 from tia.sources import build_source
@@ -48,14 +48,6 @@ def lsl_source(name: str, extra: str = "", channels: int = CHANNELS, kind: str =
 def outlet(name: str, source_id: str = "", rate: float = RATE, fmt: str = "float32", channels: int = CHANNELS) -> Any:
     info = pylsl.StreamInfo(name, "EEG", channels, rate, fmt, source_id or name)
     return pylsl.StreamOutlet(info)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_for_port
 
 from tia.protocol.control import ControlParser
 from tia.protocol.packet import PacketStreamDecoder
@@ -28,13 +28,6 @@ def twistd() -> str:
     if found is None:
         pytest.skip("no twistd script next to the interpreter or on PATH")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def request(sock: socket.socket, parser: ControlParser, command: str) -> str | None:
@@ -55,16 +48,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    pytest.fail(f"twistd did not start:\n{output}")
-                time.sleep(0.1)
+        wait_for_port(process, port)
         yield process, port
     finally:
         if process.poll() is None:

@@ -10,11 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import ramp_config
-from test_server_sockets import ControlClient, PacketCollector, port_of, sleep
+from support import SocketTestCase, ramp_config, sleep
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
@@ -263,7 +261,7 @@ class EventReader(Protocol):
         return [payload for name, payload in self.events if name == "message"]
 
 
-class WebTestCase(unittest.TestCase):
+class WebTestCase(SocketTestCase):
     timeout = 30
     channels = CHANNELS
     frame_rate = 25.0
@@ -274,6 +272,7 @@ class WebTestCase(unittest.TestCase):
         self.service.web_service.display.frame_rate = self.frame_rate
         self.service.startService()
         self.addCleanup(self.service.stopService)
+        self.port = self.service.control_port
         self.web = self.service.web_service
         self.base = f"http://127.0.0.1:{self.web.port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
@@ -300,15 +299,7 @@ class WebTestCase(unittest.TestCase):
     @inlineCallbacks
     def streaming_client(self) -> Any:
         """A TiA client streaming over TCP; returns (control, its host:port)."""
-        control = ControlClient()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.service.control_port), control)
-        self.addCleanup(lambda: control.transport.loseConnection() if control.transport else None)
-        port = port_of((yield control.request("GetDataConnection:TCP")))
-        collector = PacketCollector()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-        self.addCleanup(lambda: collector.transport.loseConnection() if collector.transport else None)
-        yield control.request("StartDataTransmission")
-        yield collector.wait_for(5)
+        control, _ = yield self.streaming()
         local: Any = control.transport.getHost()  # type: ignore[union-attr]
         return control, f"{local.host}:{local.port}"
 
@@ -461,14 +452,7 @@ class SlowBrowserTests(WebTestCase):
     @inlineCallbacks
     def test_a_browser_that_stops_reading_never_grows_memory(self) -> Any:
         _, _ = yield self.streaming_client()
-        slow = socket.socket()
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.setblocking(False)
-        self.addCleanup(slow.close)
-        try:
-            slow.connect(("127.0.0.1", self.web.port))
-        except BlockingIOError:
-            pass
+        slow = self.unread_socket(self.web.port)
         yield sleep(0.05)
         slow.send(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         for _ in range(50):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_twistd import free_port, request, twistd
+from support import free_port, wait_for_port
+from test_twistd import request, twistd
 
 from tia.protocol.control import ControlParser
 
@@ -59,19 +59,6 @@ codes = 7, 8
 """
 
 
-def _wait_for_port(process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"twistd did not start:\n{output}")
-            time.sleep(0.1)
-
-
 @pytest.fixture
 def monitored_daemon(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """(control port, web port) of ``twistd -n tia --web tcp:PORT`` on a ramp config."""
@@ -83,8 +70,8 @@ def monitored_daemon(tmp_path: Path) -> Iterator[tuple[int, int]]:
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_port(process, control_port)
-        _wait_for_port(process, web_port)
+        wait_for_port(process, control_port)
+        wait_for_port(process, web_port)
         yield control_port, web_port
     finally:
         process.terminate()
