@@ -674,25 +674,44 @@ def cmd_lsl(args: argparse.Namespace) -> int:
         raise CLIError(str(error)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree: one subcommand per task, each with its own --help."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _add_server_argument(parser: argparse.ArgumentParser, kind: str = "TiA") -> None:
+    """The optional HOST[:PORT] positional (``args.server``, an :class:`Address`) of a subcommand."""
+    parser.add_argument(
         "server",
         nargs="?",
         type=parse_address,
         default=Address(DEFAULT_HOST, DEFAULT_PORT),
         metavar="HOST[:PORT]",
-        help=f"TiA server (default {DEFAULT_HOST}:{DEFAULT_PORT}; the port defaults to"
+        help=f"{kind} server (default {DEFAULT_HOST}:{DEFAULT_PORT}; the port defaults to"
         f" {DEFAULT_PORT}; IPv6 as [ADDR]:PORT)",
     )
-    common.add_argument(
+
+
+def _add_timeout_argument(parser: argparse.ArgumentParser, waiting_for: str) -> None:
+    """``--timeout SECONDS`` (``args.timeout``): how long to wait for ``waiting_for``."""
+    parser.add_argument(
         "--timeout",
         type=_positive,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"give up on a reply or on data after this long (default {DEFAULT_TIMEOUT:g})",
+        help=f"give up on {waiting_for} after this long (default {DEFAULT_TIMEOUT:g})",
     )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-o/--output FILE`` and ``-f/--force``, for :func:`_output_path`."""
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="FILE",
+        help="output file; its suffix (.npz, .csv, .edf, .bdf) picks the format",
+    )
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite FILE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree: one subcommand per task, each with its own --help."""
+    common = argparse.ArgumentParser(add_help=False)
+    _add_server_argument(common)
+    _add_timeout_argument(common, "a reply or on data")
 
     parser = argparse.ArgumentParser(
         prog="tia",
@@ -756,14 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RECORD_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    record.add_argument(
-        "-o", "--output", required=True, metavar="FILE",
-        help="output file; its suffix (.npz, .csv, .edf, .bdf) picks the format",
-    )
+    _add_output_arguments(record)
     record.add_argument(
         "--seconds", type=_positive, help="how long to record (default: until Ctrl-C)"
     )
-    record.add_argument("-f", "--force", action="store_true", help="overwrite FILE")
     record.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     record.set_defaults(handler=cmd_record)
 
@@ -800,10 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--signal", metavar="TARGET",
         help="signal type (event, button, keycode, ...) or source name (default: the event source)",
     )
-    event.add_argument(
-        "--timeout", type=_positive, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-        help=f"give up on the reply after this long (default {DEFAULT_TIMEOUT:g})",
-    )
+    _add_timeout_argument(event, "the reply")
     event.set_defaults(handler=cmd_event)
 
     recording = commands.add_parser(
@@ -814,14 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
         " until the files are open, stop until they are complete (at most --wait seconds).",
     )
     recording.add_argument("action", choices=("start", "stop", "status"))
-    recording.add_argument(
-        "server", nargs="?", type=parse_address, default=Address(DEFAULT_HOST, DEFAULT_PORT), metavar="HOST[:PORT]",
-        help=f"txtia server (default {DEFAULT_HOST}:{DEFAULT_PORT})",
-    )
-    recording.add_argument(
-        "--timeout", type=_positive, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-        help=f"give up on a reply after this long (default {DEFAULT_TIMEOUT:g})",
-    )
+    _add_server_argument(recording, "txtia")  # after the action, so not from the common parent
+    _add_timeout_argument(recording, "a reply")
     recording.add_argument(
         "--wait", type=_non_negative, default=60.0, metavar="SECONDS",
         help="longest wait for the files to be opened or completed (default 60)",
@@ -836,8 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
         " holds everything up to its last flush; a packet cut short at its end is ignored.",
     )
     convert.add_argument("raw", metavar="RAW", help="NAME.tia, NAME.json or NAME")
-    convert.add_argument("-o", "--output", required=True, metavar="FILE", help="output file (.edf, .bdf, .npz, .csv)")
-    convert.add_argument("-f", "--force", action="store_true", help="overwrite FILE")
+    _add_output_arguments(convert)
     convert.set_defaults(handler=cmd_convert)
 
     lsl = commands.add_parser(
