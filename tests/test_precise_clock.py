@@ -189,6 +189,47 @@ class PreciseClockTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+    @inlineCallbacks
+    def test_a_grid_of_ticks_keeps_a_periodic_timer_and_stopping_leaves_no_wake_ups(self) -> Any:
+        arms: list[tuple[int, int]] = []
+        wake_ups: list[float] = []
+        counts: list[int] = []
+        loop = LoopingCall.withCount(counts.append)
+        loop.clock = self.clock
+        loop.start(0.001, now=False)
+        timer: Any = self.clock._timer
+        real_arm, real_read = timer.arm, self.clock.doRead
+        timer.arm = lambda deadline, period=0: (arms.append((deadline, period)), real_arm(deadline, period))[1]
+        self.clock.doRead = lambda: (wake_ups.append(time.monotonic()), real_read())[1]  # type: ignore[method-assign]
+        yield sleep(0.3)  # on the reactor's own timer: the clock under test must fall silent after
+        ticks = sum(counts)
+        self.assertGreater(ticks, 50)
+        # the kernel re-arms the grid by itself: only a late (caught-up) tick needs a new setting
+        self.assertLess(len(arms), ticks / 2, f"{len(arms)} settings for {ticks} ticks")
+        if arms:  # the period is estimated from the deadlines seen: close to the grid's by now
+            self.assertLess(abs(arms[-1][1] - 1_000_000), 10_000, arms)
+        loop.stop()
+        stopped = len(wake_ups)
+        yield sleep(0.05)
+        self.assertLessEqual(len(wake_ups) - stopped, 1)  # at most the expiry already under way
+        self.assertIsNone(self.clock._armed_ns)  # disarmed: nothing pending
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @inlineCallbacks
+    def test_an_earlier_call_between_ticks_fires_on_time_and_the_grid_goes_on(self) -> Any:
+        counts: list[int] = []
+        loop = LoopingCall.withCount(counts.append)
+        loop.clock = self.clock
+        loop.start(0.002, now=False)
+        yield self.after(0.05)
+        scheduled = self.clock.callLater(0.0005, self.record("between")).getTime()
+        yield self.after(0.05)
+        loop.stop()
+        self.assertEqual(self.names(), ["between"])
+        self.assertGreaterEqual(self.fired[0][1], scheduled)  # never early
+        self.assertGreater(sum(counts), 30)
+
+
 class BestClockTests(unittest.TestCase):
     def test_fake_reactors_get_the_monotonic_clock(self) -> None:
         self.assertIsInstance(best_clock(task.Clock()), MonotonicClock)
