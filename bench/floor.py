@@ -1,0 +1,114 @@
+"""The machine's floor: what any server pays to send the W1/W2 streams, Twisted or not.
+
+``python -m bench.floor [--clients 0 10 50] [--seconds 10]``
+
+A minimal sender with no reactor, no hub and no per-client bookkeeping:
+one periodic timerfd at 1 kHz, and per tick one ``send`` of a prebuilt
+W1-sized packet (33-byte header + 64 float32 channels) to each of K TCP
+connections, read and discarded by another process. Its CPU (getrusage) is
+the cost of waking 1000 times a second plus the kernel's loopback TCP work,
+which Linux charges to the sending process; a daemon cannot go below it on
+this machine whatever language it is written in, so the table shows how much
+of the daemon's own CPU (``python -m bench -w W1``) is overhead of ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import multiprocessing
+import os
+import resource
+import select
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from tia.protocol.packet import encode_body, encode_header
+from tia.server.clock import _TFD_TIMER_ABSTIME, _Itimerspec, _Timerfd
+
+RATE = 1000
+FLAGS, BODY = encode_body([(1, np.zeros((64, 1)))])  # W1's packet: one EEG block of 64 channels x 1 sample
+
+
+def _receiver(port: int, count: int, ready: Any) -> None:
+    """Connect ``count`` sockets and drain them until the sender closes them."""
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    ready.set()
+    selector = select.epoll()
+    for sock in sockets:
+        selector.register(sock.fileno(), select.EPOLLIN)
+    by_fd = {sock.fileno(): sock for sock in sockets}
+    open_count = count
+    while open_count:
+        for fd, _ in selector.poll():
+            if not by_fd[fd].recv(65536):
+                selector.unregister(fd)
+                open_count -= 1
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(clients: int, seconds: float) -> tuple[float, float]:
+    """(CPU % of one core, microseconds of CPU per tick) for ``clients`` connections."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=max(clients, 1))
+    port = listener.getsockname()[1]
+    ready = multiprocessing.Event()
+    process = multiprocessing.Process(target=_receiver, args=(port, clients, ready), daemon=True)
+    process.start()
+    connections = []
+    for _ in range(clients):
+        connection, _ = listener.accept()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.setblocking(False)
+        connections.append(connection)
+    ready.wait(10)
+    timer = _Timerfd()
+    spec = _Itimerspec()
+    start_ns = time.monotonic_ns() + 10_000_000
+    spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(start_ns, 1_000_000_000)
+    spec.it_interval.tv_nsec = 1_000_000_000 // RATE
+    timer._settime(timer.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None)
+    poller = select.epoll()
+    poller.register(timer.fd, select.EPOLLIN)
+    ticks = 0
+    cpu_start, wall_start = _cpu(), time.monotonic()
+    while time.monotonic() - wall_start < seconds:
+        poller.poll(1.0)
+        expirations = int.from_bytes(os.read(timer.fd, 8), "little")
+        for _ in range(expirations):
+            header = encode_header(len(BODY), FLAGS, ticks, 0, ticks)
+            packet = header + BODY
+            for connection in connections:
+                try:
+                    connection.send(packet)
+                except BlockingIOError:
+                    pass
+            ticks += 1
+    cpu, wall = _cpu() - cpu_start, time.monotonic() - wall_start
+    for connection in connections:
+        connection.close()
+    listener.close()
+    timer.close()
+    process.join(10)
+    return 100 * cpu / wall, 1e6 * cpu / max(ticks, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[0, 1, 10, 50])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    print(f"{'clients':>7} {'CPU %':>6} {'us/tick':>8}   (bare sender, 1 kHz, 64 ch x blocksize 1, TCP loopback)")
+    for clients in args.clients:
+        cpu, per_tick = measure(clients, args.seconds)
+        print(f"{clients:7d} {cpu:6.1f} {per_tick:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
