@@ -1,6 +1,6 @@
 """The machine's floor: what any server pays to send the W1/W2 streams, Twisted or not.
 
-``python -m bench.floor [--clients 0 10 50] [--seconds 10]``
+``python -m bench.floor [--clients 0 10 50] [--multicast 1 200] [--seconds 10]``
 
 A minimal sender with no reactor, no hub and no per-client bookkeeping:
 one periodic timerfd at 1 kHz, and per tick one ``send`` of a prebuilt
@@ -10,6 +10,8 @@ the cost of waking 1000 times a second plus the kernel's loopback TCP work,
 which Linux charges to the sending process; a daemon cannot go below it on
 this machine whatever language it is written in, so the table shows how much
 of the daemon's own CPU (``python -m bench -w W1``) is overhead of ours.
+``--multicast K``: one ``sendto`` a tick to W4's group with K loopback
+receivers (the kernel copies the datagram to each, on the sender's time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.__main__ import MULTICAST_GROUP
 from tia.protocol.packet import encode_body, encode_header
 from tia.server.clock import _TFD_TIMER_ABSTIME, _Itimerspec, _Timerfd
 
@@ -33,8 +36,11 @@ RATE = 1000
 FLAGS, BODY = encode_body([(1, np.zeros((64, 1)))])  # W1's packet: one EEG block of 64 channels x 1 sample
 
 
-def _receiver(port: int, count: int, ready: Any) -> None:
-    """Connect ``count`` sockets and drain them until the sender closes them."""
+def _receiver(port: int, count: int, ready: Any, multicast: bool = False) -> None:
+    """Connect ``count`` sockets (or join them to the group) and drain them until the sender says stop."""
+    if multicast:
+        _multicast_receiver(port, count, ready)
+        return
     sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
     ready.set()
     selector = select.epoll()
@@ -49,25 +55,56 @@ def _receiver(port: int, count: int, ready: Any) -> None:
                 open_count -= 1
 
 
+def _multicast_receiver(port: int, count: int, ready: Any) -> None:
+    membership = socket.inet_aton(MULTICAST_GROUP) + socket.inet_aton("127.0.0.1")
+    poller = select.epoll()
+    sockets = []
+    for _ in range(count):
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        receiver.bind(("", port))
+        receiver.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        receiver.setblocking(False)
+        poller.register(receiver.fileno(), select.EPOLLIN)
+        sockets.append(receiver)
+    by_fd = {receiver.fileno(): receiver for receiver in sockets}
+    ready.set()
+    while True:
+        for fd, _ in poller.poll():
+            try:
+                if by_fd[fd].recv(65536) == b"stop":
+                    return
+            except BlockingIOError:
+                pass
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(clients: int, seconds: float) -> tuple[float, float]:
-    """(CPU % of one core, microseconds of CPU per tick) for ``clients`` connections."""
+def measure(clients: int, seconds: float, multicast: bool = False) -> tuple[float, float]:
+    """(CPU % of one core, microseconds of CPU per tick) for ``clients`` connections or receivers."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=max(clients, 1))
     port = listener.getsockname()[1]
     ready = multiprocessing.Event()
-    process = multiprocessing.Process(target=_receiver, args=(port, clients, ready), daemon=True)
+    process = multiprocessing.Process(target=_receiver, args=(port, clients, ready, multicast), daemon=True)
     process.start()
     connections = []
-    for _ in range(clients):
-        connection, _ = listener.accept()
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection.setblocking(False)
-        connections.append(connection)
-    ready.wait(10)
+    group = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if multicast:
+        group.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        group.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        group.setblocking(False)
+        group.connect((MULTICAST_GROUP, port))
+        connections.append(group)
+    else:
+        for _ in range(clients):
+            connection, _ = listener.accept()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.setblocking(False)
+            connections.append(connection)
+    ready.wait(30)
     timer = _Timerfd()
     spec = _Itimerspec()
     start_ns = time.monotonic_ns() + 10_000_000
@@ -87,12 +124,15 @@ def measure(clients: int, seconds: float) -> tuple[float, float]:
             for connection in connections:
                 try:
                     connection.send(packet)
-                except BlockingIOError:
+                except (BlockingIOError, ConnectionRefusedError):
                     pass
             ticks += 1
     cpu, wall = _cpu() - cpu_start, time.monotonic() - wall_start
+    if multicast:
+        group.send(b"stop")
     for connection in connections:
         connection.close()
+    group.close()
     listener.close()
     timer.close()
     process.join(10)
@@ -102,12 +142,15 @@ def measure(clients: int, seconds: float) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[0, 1, 10, 50])
+    parser.add_argument("--multicast", type=int, nargs="*", default=[1, 200], help="receivers of W4's group")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    print(f"{'clients':>7} {'CPU %':>6} {'us/tick':>8}   (bare sender, 1 kHz, 64 ch x blocksize 1, TCP loopback)")
-    for clients in args.clients:
-        cpu, per_tick = measure(clients, args.seconds)
-        print(f"{clients:7d} {cpu:6.1f} {per_tick:8.1f}")
+    print("bare sender, 1 kHz, 64 ch x blocksize 1, loopback")
+    print(f"{'transport':>10} {'clients':>7} {'CPU %':>6} {'us/tick':>8}")
+    runs = [(count, False) for count in args.clients] + [(count, True) for count in args.multicast]
+    for clients, multicast in runs:
+        cpu, per_tick = measure(clients, args.seconds, multicast)
+        print(f"{'multicast' if multicast else 'TCP':>10} {clients:7d} {cpu:6.1f} {per_tick:8.1f}")
 
 
 if __name__ == "__main__":
