@@ -5,7 +5,8 @@ load clients from worker processes (raw sockets, fixed headers only), samples
 the server's CPU and RSS from /proc, and prints one row per workload:
 packets expected and received, loss, connection-number gaps, arrival jitter
 (residuals around a fitted line, so independent of timestamp units), rate
-error in ppm, server CPU (% of one core) and RSS. Results go to
+error in ppm, server CPU (% of one core), RSS and the share of ticks the
+server produced late (from its ``/status``). Results go to
 bench/results/<time>.json for comparison between commits.
 """
 
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -91,6 +93,7 @@ class Row:
     cpu_percent: float
     rss_mib: float
     rss_start_mib: float = 0.0  # at the start of the measured window: growth = rss_mib / this
+    late_percent: float = float("nan")  # ticks the server produced late (caught up), from its /status
 
 
 # ----------------------------------------------------------------- load clients
@@ -228,22 +231,30 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+def _server_ticks(web_port: int) -> tuple[int, int]:
+    """(ticks sent, ticks produced late) from the server's ``/status``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/status", timeout=5) as reply:
+        status = json.load(reply)
+    return int(status["ticks_sent"]), int(status["late_ticks"])
+
+
+def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    """The daemon, its control port and its web monitor's port (for ``/status``; no browser attached)."""
+    port, web_port = _free_port(), _free_port()
     config = ROOT / "etc" / "server.ini"
     if workload.transport == "multicast":
         config = log.with_name("multicast.ini")
         config.write_text(MULTICAST_INI.format(group=MULTICAST_GROUP, port=workload.group_port))
     process = subprocess.Popen(
         [_twistd(), "-n", "--pidfile=", f"--logfile={log}", "tia", "--config", str(config),
-         "--port", str(port), "--signal", workload.signal],
+         "--port", str(port), "--signal", workload.signal, "--web", f"tcp:{web_port}:interface=127.0.0.1"],
         cwd=tempfile.gettempdir(),
     )
     deadline = time.monotonic() + 30
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, port
+            return process, port, web_port
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start, see {log}") from None
@@ -286,7 +297,7 @@ def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
     if workload.transport == "multicast":
         workload = replace(workload, group_port=_free_port())
     with tempfile.TemporaryDirectory() as tmp:
-        process, port = _start_server(workload, Path(tmp) / "server.log")
+        process, port, web_port = _start_server(workload, Path(tmp) / "server.log")
         try:
             queue: Any = multiprocessing.get_context("fork").Queue()
             per_worker = [workload.clients // workers + (i < workload.clients % workers) for i in range(workers)]
@@ -310,9 +321,11 @@ def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
             time.sleep(warmup + 0.5)
             cpu0, wall0 = _cpu_seconds(process.pid), time.monotonic()
             rss_start = _rss_mib(process.pid)
+            ticks0, late0 = _server_ticks(web_port)
             time.sleep(max(0.0, seconds - 1.0))
             cpu1, wall1 = _cpu_seconds(process.pid), time.monotonic()
             rss = _rss_mib(process.pid)
+            ticks1, late1 = _server_ticks(web_port)
             results = []
             for _ in procs:
                 results.extend(queue.get(timeout=seconds + warmup + 60))
@@ -324,14 +337,16 @@ def run(workload: Workload, seconds: float, warmup: float, workers: int) -> Row:
     stats = _analyse(workload, seconds, results)
     return Row(
         workload.name, workload.clients, seconds, cpu_percent=100.0 * (cpu1 - cpu0) / (wall1 - wall0),
-        rss_mib=rss, rss_start_mib=rss_start, **stats,  # type: ignore[arg-type]
+        rss_mib=rss, rss_start_mib=rss_start, late_percent=100.0 * (late1 - late0) / max(ticks1 - ticks0, 1),
+        **stats,  # type: ignore[arg-type]
     )
 
 
 def print_table(rows: list[Row]) -> None:
     header = (
         f"{'workload':8} {'clients':>7} {'pkt/s exp':>9} {'pkt/s rx':>9} {'loss':>5} {'gaps':>5} "
-        f"{'jit p50':>8} {'jit p99':>8} {'jit max':>8} {'rate ppm':>9} {'CPU %':>6} {'RSS MiB':>8} {'RSS +%':>6}"
+        f"{'jit p50':>8} {'jit p99':>8} {'jit max':>8} {'rate ppm':>9} {'CPU %':>6} {'RSS MiB':>8} {'RSS +%':>6} "
+        f"{'late %':>6}"
     )
     sys.stdout.write(header + "\n" + "-" * len(header) + "\n")
     for row in rows:
@@ -340,7 +355,7 @@ def print_table(rows: list[Row]) -> None:
             f"{row.received_per_client / row.seconds:9.1f} {row.loss:5d} {row.gaps:5d} "
             f"{row.jitter_p50_ms:7.3f}m {row.jitter_p99_ms:7.3f}m {row.jitter_max_ms:7.3f}m "
             f"{row.rate_error_ppm:9.1f} {row.cpu_percent:6.1f} {row.rss_mib:8.1f} "
-            f"{100 * (row.rss_mib / row.rss_start_mib - 1):6.1f}\n"
+            f"{100 * (row.rss_mib / row.rss_start_mib - 1):6.1f} {row.late_percent:6.2f}\n"
         )
 
 
