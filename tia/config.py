@@ -93,6 +93,20 @@ class LSLOutletConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """[server] tls_*: absolute paths of PEM files, checked when the configuration is loaded."""
+
+    certificate: str  # the server's certificate chain, leaf first
+    key: str  # its private key (may be the certificate file)
+    client_ca: str | None = None  # set: clients must present a certificate signed by it (mutual TLS)
+
+    @property
+    def mode(self) -> str:
+        """``on`` (encrypted) or ``mutual`` (encrypted, clients authenticated)."""
+        return "mutual" if self.client_ca else "on"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     sources: tuple[SourceSpec, ...]
     subject: Subject = field(default_factory=Subject)
@@ -107,11 +121,13 @@ class ServerConfig:
     # defences against hostile or broken peers (tia.server.guard); 0 switches a limit off
     idle_timeout: float = 60.0  # seconds a control connection without data connection may stay silent
     max_connections: int = 64  # control connections at once (and server-state connections)
+    max_connections_per_host: int = 0  # the same, from one peer address
     allow: tuple[Network, ...] = ()  # client networks allowed to connect; empty: everyone
     request_rate: int = 200  # control requests per second per connection (bursts of as many)
     stall_policy: str = "catch-up"  # after a stalled reactor: send every missed tick, or skip them
     recording: RecordingConfig = field(default_factory=RecordingConfig)  # [recording]
     lsl: LSLOutletConfig = field(default_factory=LSLOutletConfig)  # [lsl] outlets
+    tls: TLSConfig | None = None  # [server] tls_*: control, data and state connections over TLS; off by default
 
     @property
     def master(self) -> SourceSpec:
@@ -126,6 +142,7 @@ class ServerConfig:
 class _Guards(NamedTuple):
     idle_timeout: float
     max_connections: int
+    max_connections_per_host: int
     allow: tuple[Network, ...]
     request_rate: int
     stall_policy: str
@@ -425,6 +442,7 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
     max_line = server.integer("max_line_length", 1024, 64, 1 << 20)
     max_content = server.integer("max_content_length", 1 << 20, 1024, 64 << 20)
     guards = _parse_guards(server)
+    tls = _parse_tls(server, control)
     server.check_all_used()
     udp = _parse_udp(udp_section)
     udp_section.check_all_used()
@@ -443,6 +461,7 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
         tuple(specs), subject, control, udp, backlog, max_line, max_content, path, events_endpoint,
         idle_timeout=guards.idle_timeout, max_connections=guards.max_connections, allow=guards.allow,
         request_rate=guards.request_rate, stall_policy=guards.stall_policy,
+        max_connections_per_host=guards.max_connections_per_host, tls=tls,
     )
     config = replace(config, web_endpoint=_parse_web(sections.get("web") or _Section(path, "web", {})))
     config = _with_sinks(config, sections, path)
@@ -451,7 +470,7 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
 
 
 def _parse_guards(section: _Section) -> _Guards:
-    """[server] idle_timeout, max_connections, allow, request_rate and stall_policy."""
+    """[server] idle_timeout, max_connections(_per_host), allow, request_rate and stall_policy."""
     idle_text = section.text("idle_timeout") or "60"
     try:
         idle = float(idle_text)
@@ -473,10 +492,44 @@ def _parse_guards(section: _Section) -> _Guards:
     return _Guards(
         idle_timeout=idle,
         max_connections=section.integer("max_connections", 64, 0, 100_000),
+        max_connections_per_host=section.integer("max_connections_per_host", 0, 0, 100_000),
         allow=tuple(allow),
         request_rate=section.integer("request_rate", 200, 0, 1_000_000),
         stall_policy=section.choice("stall_policy", "catch-up", STALL_POLICIES),
     )
+
+
+def _parse_tls(section: _Section, control: str) -> TLSConfig | None:
+    """[server] tls_certificate, tls_key, tls_client_ca: off unless a certificate is given.
+
+    Paths are relative to the INI file, like a source's ``file``; the files are
+    read and checked now (tia.server.tls), so a wrong one stops the start-up
+    with its key named rather than the first client's handshake.
+    """
+    paths: dict[str, str | None] = {}
+    for key in ("tls_certificate", "tls_key", "tls_client_ca"):
+        text = section.text(key) or None
+        if text is not None and section.path and not Path(text).expanduser().is_absolute():
+            text = str(Path(section.path).parent / text)
+        paths[key] = None if text is None else str(Path(text).expanduser())
+    certificate = paths["tls_certificate"]
+    if certificate is None:
+        for key in ("tls_key", "tls_client_ca"):
+            if paths[key] is not None:
+                raise section.error(key, "needs tls_certificate (the server's certificate) to turn TLS on")
+        return None
+    if control.split(":", 1)[0].strip().lower() == "ssl":
+        raise section.error("control", f"{control!r} is TLS already; with tls_certificate use a tcp: endpoint "
+                                       "(tls_* covers the data and server-state ports too)")
+    tls = TLSConfig(certificate, paths["tls_key"] or certificate, paths["tls_client_ca"])
+    try:
+        from tia.server.tls import check_tls_files
+    except ImportError:
+        raise section.error(
+            "tls_certificate", "TLS needs pyOpenSSL: pip install 'txtia[tls]'"
+        ) from None
+    check_tls_files(tls, section.path)
+    return tls
 
 
 def _parse_events(section: _Section) -> str | None:

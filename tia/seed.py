@@ -629,7 +629,7 @@ class TiAServer:
         from tia.server.service import TiAService
 
         try:
-            service = TiAService(config, sources=sources)
+            service = TiAService(config, sources=sources, warn_exposure=False)  # start() warns, in its words
         except ValueError as error:  # the stream hub's refusals
             raise TiAException(str(error)) from None
         run: _Run | None = None

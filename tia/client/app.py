@@ -34,9 +34,11 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     clientFromString,
+    wrapClientTLS,
 )
 from twisted.internet.interfaces import (
     IAddress,
+    IOpenSSLClientConnectionCreator,
     IProtocolFactory,
     IReactorTCP,
     IReactorTime,
@@ -49,6 +51,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from tia.client.tls import TLSSettings, twisted_options
 from tia.protocol.control import (
     Command,
     ControlMessage,
@@ -408,17 +411,37 @@ class _NotifyingControlProtocol(TiAControlProtocol):
             self._onConnected(self)
 
 
-def _endpointFor(reactor: IReactorTCP, endpoint: str | IStreamClientEndpoint) -> _Endpoint:
-    if isinstance(endpoint, str):
-        return cast(_Endpoint, clientFromString(reactor, endpoint))  # type: ignore[no-untyped-call]
-    return cast(_Endpoint, endpoint)
+def _endpointFor(
+    reactor: IReactorTCP, endpoint: str | IStreamClientEndpoint, tls: TLSSettings | None = None
+) -> tuple[_Endpoint, IOpenSSLClientConnectionCreator | None]:
+    """The endpoint of a description, behind TLS when ``tls`` is given, and its TLS options.
+
+    The options check the server's certificate against ``_tlsName``; the data
+    and state connections reuse them, since they go to an address but reach
+    the same server.
+    """
+    built: IStreamClientEndpoint = (
+        clientFromString(reactor, endpoint) if isinstance(endpoint, str) else endpoint  # type: ignore[no-untyped-call]
+    )
+    if tls is None:
+        return cast(_Endpoint, built), None
+    options = twisted_options(tls, _tlsName(built, tls))
+    return cast(_Endpoint, wrapClientTLS(options, built)), options
+
+
+def _tlsName(endpoint: object, tls: TLSSettings) -> str:
+    """The name the server's certificate must carry: ``server_name``, else the host connected to."""
+    name = tls.server_name or getattr(endpoint, "_host", None) or getattr(endpoint, "_hostText", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"cannot tell the server's name from {endpoint!r}; give TLSSettings(server_name=...)")
+    return name
 
 
 def connectTiA(
-    reactor: IReactorTCP, endpoint: str | IStreamClientEndpoint
+    reactor: IReactorTCP, endpoint: str | IStreamClientEndpoint, tls: TLSSettings | None = None
 ) -> Deferred[TiAControlProtocol]:
-    """Open a control connection (``"tcp:host:9000"`` or an endpoint)."""
-    connecting: Deferred[TiAControlProtocol] = _endpointFor(reactor, endpoint).connect(
+    """Open a control connection (``"tcp:host:9000"`` or an endpoint); over TLS with ``tls``."""
+    connecting: Deferred[TiAControlProtocol] = _endpointFor(reactor, endpoint, tls)[0].connect(
         _ControlFactory()
     )
     return connecting
@@ -683,6 +706,7 @@ class TiAStream:
         dataHost: str | None = None,
         customSignalInfo: bytes | None = None,
         customize: CustomSpec | None = None,
+        tls: TLSSettings | None = None,
     ) -> None:
         """``reactor`` must also provide ``IReactorTime`` and, for UDP, ``IReactorUDP``.
 
@@ -699,15 +723,20 @@ class TiAStream:
         subset and downsampling (see ``TiAControlProtocol.customize``), and
         ``customSignalInfo`` is the same as a raw ``SetCustomSignalInfo`` document;
         either is sent before the data connection is requested, and the metainfo
-        ``start()`` fires with then describes the customized stream.
+        ``start()`` fires with then describes the customized stream. ``tls`` (a
+        txtia extension) makes the control, data and state connections TLS, each
+        checked against the control endpoint's host or ``tls.server_name``; UDP
+        data cannot be encrypted, so it is refused with TLS.
         """
         if transport not in ("TCP", "UDP"):
             raise ValueError(f"transport must be 'TCP' or 'UDP', not {transport!r}")
         if customize is not None and customSignalInfo is not None:
             raise ValueError("give customize or customSignalInfo, not both")
+        if tls is not None and transport == "UDP":
+            raise ValueError("UDP data cannot be encrypted: use transport='TCP' with TLS")
         self._reactor = reactor
         self._clock = cast(IReactorTime, reactor)
-        self._endpoint = _endpointFor(reactor, endpoint)
+        self._endpoint, self._tlsOptions = _endpointFor(reactor, endpoint, tls)
         self.transport: DataTransport = transport
         self.onPacket = onPacket
         self.onServerState = onServerState
@@ -860,8 +889,10 @@ class TiAStream:
 
     async def _connectTCP(self, host: str, port: int, protocol: TwistedProtocol) -> None:
         endpointClass = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-        endpoint = cast(_Endpoint, endpointClass(self._reactor, host, port))
-        await endpoint.connect(Factory.forProtocol(lambda: protocol))
+        endpoint: IStreamClientEndpoint = endpointClass(self._reactor, host, port)
+        if self._tlsOptions is not None:
+            endpoint = wrapClientTLS(self._tlsOptions, endpoint)
+        await cast(_Endpoint, endpoint).connect(Factory.forProtocol(lambda: protocol))
 
     @staticmethod
     def _peerHost(control: TiAControlProtocol) -> str:

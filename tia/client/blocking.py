@@ -21,12 +21,14 @@ Errors, in two kinds:
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
 from typing import NoReturn
 
+from tia.client.tls import TLSSettings
 from tia.protocol.control import (
     Command,
     ControlMessage,
@@ -45,7 +47,7 @@ from tia.protocol.packet import (
 )
 from tia.protocol.signals import UnknownSignalType, by_flag
 
-__all__ = ["TiAClient", "TiAError", "TiAException", "TiAPacket"]
+__all__ = ["TLSSettings", "TiAClient", "TiAError", "TiAException", "TiAPacket"]
 
 DEFAULT_TIMEOUT = 10.0
 RECV_SIZE = 1 << 16
@@ -175,15 +177,31 @@ class TiAClient:
     """Blocking TiA 1.0 client: a control connection plus one TCP or UDP data connection.
 
     ``timeout`` (seconds, None to wait forever) bounds connecting, each
-    request/reply exchange and each ``get_data()`` call. Not thread-safe:
-    use one client per thread.
+    request/reply exchange and each ``get_data()`` call. ``tls`` (a txtia
+    extension, for a server with TLS on): :class:`~tia.client.tls.TLSSettings`
+    or a ready ``ssl.SSLContext``; the control and TCP data connections are
+    then TLS, the server's certificate checked against the host connected to
+    (or ``TLSSettings.server_name``). Not thread-safe: use one client per thread.
     """
 
     def __init__(
-        self, server_address: str, server_port: int, timeout: float | None = DEFAULT_TIMEOUT
+        self,
+        server_address: str,
+        server_port: int,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        tls: TLSSettings | ssl.SSLContext | None = None,
     ) -> None:
         self.address: tuple[str, int] = (server_address, server_port)
         self.timeout = _check_timeout(timeout)
+        self._tls_context: ssl.SSLContext | None = None
+        self._tls_name: str | None = None
+        if isinstance(tls, ssl.SSLContext):
+            self._tls_context = tls
+        elif isinstance(tls, TLSSettings):
+            self._tls_context, self._tls_name = tls.ssl_context(), tls.server_name
+        elif tls is not None:
+            raise TypeError(f"tls must be TLSSettings, ssl.SSLContext or None, not {type(tls).__name__}")
         self.bufsize = RECV_SIZE
         self.ctrl_socket: socket.socket | None = None
         self.data_socket: socket.socket | None = None
@@ -216,7 +234,9 @@ class TiAClient:
         if self.ctrl_socket is not None:
             self.disconnect()
         try:
-            self.ctrl_socket = _open_tcp(self.address[0], self.address[1], self.timeout)
+            self.ctrl_socket = self._secure(
+                _open_tcp(self.address[0], self.address[1], self.timeout), self.address[0]
+            )
         except OSError as error:
             self.last_error = f"cannot connect to {self._where()}: {_describe(error)}"
             return False
@@ -333,7 +353,9 @@ class TiAClient:
             return False
         self._close_data()
         try:
-            self.data_socket = _open_tcp(server_address, data_port, self.timeout)
+            self.data_socket = self._secure(
+                _open_tcp(server_address, data_port, self.timeout), server_address
+            )
         except OSError as error:
             self.last_error = (
                 f"cannot connect to data port {server_address}:{data_port}: {_describe(error)}"
@@ -430,7 +452,7 @@ class TiAClient:
             try:
                 sock.settimeout(0.0)
                 chunk = sock.recv(self.bufsize)
-            except (BlockingIOError, TimeoutError):
+            except (BlockingIOError, TimeoutError, ssl.SSLWantReadError):
                 break
             except OSError as error:
                 # Hand out what is complete; the next call reports the loss.
@@ -514,6 +536,16 @@ class TiAClient:
 
     def _where(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
+
+    def _secure(self, sock: socket.socket, host: str) -> socket.socket:
+        """``sock`` itself without TLS; else wrapped, after a handshake within the timeout."""
+        if self._tls_context is None:
+            return sock
+        try:
+            return self._tls_context.wrap_socket(sock, server_hostname=self._tls_name or host)
+        except BaseException:
+            sock.close()
+            raise
 
     def _start_transmission(self) -> bool:
         reply = self._command(Command.START_DATA_TRANSMISSION)

@@ -40,7 +40,7 @@ from tia.protocol.control import (
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
 from tia.server.custom import CustomSubscriber
 from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
-from tia.server.guard import RequestBudget, harden_tcp
+from tia.server.guard import RequestBudget, harden_tcp, is_tls
 from tia.server.recorder import control_handlers
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = Logger()
 
 LINGER_SECONDS = 2.0  # after an Error and our FIN, how long the peer may take to close its side
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS client's hello (a record of type handshake)
 
 
 @implementer(IPushProducer)
@@ -77,6 +78,7 @@ class TiAControlProtocol(Protocol):
         self._idle_timer: IDelayedCall | None = None
         self._linger_timer: IDelayedCall | None = None  # set while closing after an Error
         self._last_request = 0.0
+        self._received = False
         self._handlers: dict[str, Callable[[ControlMessage], bytes]] = {
             Command.CHECK_PROTOCOL_VERSION: lambda message: OK_REPLY,
             Command.GET_METAINFO: lambda message: self._custom_metainfo_reply or self.server.metainfo_reply,
@@ -108,6 +110,12 @@ class TiAControlProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing():
             return  # also what a peer sends after its Error reply: read and dropped
+        if not self._received and data:
+            self._received = True
+            if data[:1] == TLS_HANDSHAKE and not is_tls(self.transport):
+                # a TLS client's hello may hold no newline: it would wait for ever for an answer
+                self._violation("TLS is off on this server: connect without TLS", key="tls hello")
+                return
         try:
             self._pending.extend(self.parser.feed(data))  # linear in the chunk, bounded per line
         except ControlProtocolError as error:
@@ -175,7 +183,10 @@ class TiAControlProtocol(Protocol):
         client would never learn why. So only our side closes first; the peer's
         EOF, or ``LINGER_SECONDS``, ends the connection.
         """
-        if not ITCPTransport.providedBy(self.transport) or not hasattr(self.transport, "loseWriteConnection"):
+        tls = is_tls(self.transport)
+        if not tls and (
+            not ITCPTransport.providedBy(self.transport) or not hasattr(self.transport, "loseWriteConnection")
+        ):
             self.close()
             return
         transport: Any = self.transport
@@ -183,7 +194,12 @@ class TiAControlProtocol(Protocol):
         transport.unregisterProducer()
         self._linger_timer = self.server.reactor.callLater(LINGER_SECONDS, transport.abortConnection)
         transport.resumeProducing()  # reading again, so the peer's EOF is seen
-        transport.loseWriteConnection()
+        if tls:
+            # TLS sends close_notify after the reply and keeps reading for the peer's answer
+            # (a half-close of the socket beneath would cut the encrypted reply off).
+            transport.loseConnection()
+        else:
+            transport.loseWriteConnection()
 
     def _idle_check(self) -> None:
         """Close a connection that asks nothing and streams nothing: it only holds a slot."""
@@ -241,13 +257,19 @@ class TiAControlProtocol(Protocol):
             self.peer_host, self.server.backlog_bytes, self._tcp_data_connected, self._tcp_data_lost
         )
         reactor: IReactorTCP = self.server.reactor  # type: ignore[assignment]
-        listener.port = reactor.listenTCP(0, listener, interface=self.local_host)
+        listener.port = reactor.listenTCP(
+            0, self.server.listening_factory(listener, "data"), interface=self.local_host
+        )
         self.tcp_listener = listener
         port: int = listener.port.getHost().port  # type: ignore[attr-defined]
         return port
 
     def _open_udp_data(self) -> int | bytes:
         udp = self.server.config.udp
+        if self.server.tls is not None:
+            return build_error(
+                "UDP data is not encrypted, so it is switched off while TLS is on; ask for TCP"
+            )
         if self.server.udp_sender is None:
             return build_error("UDP data is switched off on this server (udp mode = off)")
         if udp.mode == "unicast":

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
-from tia.server.guard import RateLimitedLog, harden_tcp
+from tia.server.guard import RateLimitedLog, harden_tcp, is_tls
 
 log = Logger()
 _refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
@@ -63,7 +63,8 @@ class TCPDataProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             harden_tcp(self.transport)  # a vanished client is dropped, not streamed into for hours
-            self._socket = getattr(self.transport, "socket", None)
+            if not is_tls(self.transport):  # TLS: every byte goes through the encrypting transport
+                self._socket = getattr(self.transport, "socket", None)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"

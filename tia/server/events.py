@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from tia.server.guard import ConnectionGuard
 from tia.sources.base import ISource
 from tia.sources.injected import DEFAULT_EVENTS_PORT, MAX_LINE, EventRejected, EventRouter, InjectedEventSource
 
@@ -66,21 +67,29 @@ class EventLineProtocol(LineReceiver):
 
 
 class EventFactory(Factory):
+    """Posters from outside ``[server] allow`` are closed at once, like control clients."""
+
     noisy = False
 
-    def __init__(self, router: EventRouter) -> None:
+    def __init__(self, router: EventRouter, guard: ConnectionGuard | None = None) -> None:
         self.router = router
+        self.guard = guard or ConnectionGuard()
 
-    def buildProtocol(self, addr: IAddress | None) -> EventLineProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> EventLineProtocol | None:  # type: ignore[override]
+        if not self.guard.admits(addr, "posted-events"):
+            return None
         protocol = EventLineProtocol(self.router)
         protocol.factory = self
         return protocol
 
 
-def events_service(endpoint: str, sources: Sequence[ISource], reactor: Any) -> IService:
+def events_service(
+    endpoint: str, sources: Sequence[ISource], reactor: Any, guard: ConnectionGuard | None = None
+) -> IService:
     """The listening service for ``[events] endpoint``, routing to the injected sources."""
     injected = [s for s in sources if isinstance(s, InjectedEventSource)]
-    service: IService = strports.service(endpoint, EventFactory(EventRouter(injected)), reactor=reactor)
+    factory = EventFactory(EventRouter(injected), guard)
+    service: IService = strports.service(endpoint, factory, reactor=reactor)
     service.setName("events")
     return service
 

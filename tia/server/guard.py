@@ -4,10 +4,11 @@ A hostile or broken peer must cost a bounded amount of log, memory and CPU
 and never disturb the healthy clients. This module holds the small pieces
 the channels share: a log that says a repeated event once and then only a
 count (``RateLimitedLog``), the client-network allow-list and the
-connection limit (``ConnectionGuard``), a per-connection request budget
-(``RequestBudget``), TCP keepalive for half-open connections
-(``harden_tcp``), and the start-up warning about a control port reachable
-from beyond this machine (``exposure_warning``).
+connection limits, overall and per host (``ConnectionGuard``), a
+per-connection request budget (``RequestBudget``), TCP keepalive for
+half-open connections (``harden_tcp``, which also reaches beneath a TLS
+layer), and the start-up warning about a control port reachable from beyond
+this machine (``exposure_warning``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.address import UNIXAddress
+from twisted.internet.interfaces import IAddress, INegotiated, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
 
@@ -95,11 +97,14 @@ def host_allowed(host: str | None, networks: Sequence[Network]) -> bool:
 
 
 class ConnectionGuard:
-    """The allow-list of client networks and the limit on control connections, with their logs."""
+    """The allow-list of client networks and the connection limits, with their logs."""
 
-    def __init__(self, networks: Sequence[Network] = (), max_connections: int = 0) -> None:
+    def __init__(
+        self, networks: Sequence[Network] = (), max_connections: int = 0, max_per_host: int = 0
+    ) -> None:
         self.networks = tuple(networks)
         self.max_connections = max_connections
+        self.max_per_host = max_per_host
         self.log = RateLimitedLog(log)
         self.refused = 0
 
@@ -109,21 +114,41 @@ class ConnectionGuard:
             return True
         self.refused += 1
         self.log.emit(
-            ("not allowed", host), "refused a {channel} connection from {host}: not in the allowed networks",
+            ("not allowed", channel, host),
+            "refused a {channel} connection from {host}: not in the allowed networks",
             channel=channel, host=host,
         )
         return False
 
-    def full(self, current: int, host: str | None, channel: str) -> bool:
-        """Whether ``current`` connections are already the limit; a refusal is counted and logged."""
-        if not self.max_connections or current < self.max_connections:
-            return False
-        self.refused += 1
-        self.log.emit(
-            ("full", channel), "refused a {channel} connection from {host}: {count} connections is the limit",
-            channel=channel, host=host, count=self.max_connections,
-        )
-        return True
+    def admits(self, address: IAddress | None, channel: str) -> bool:
+        """``allows`` for a connecting address; a UNIX socket peer is local, never a network's."""
+        if isinstance(address, UNIXAddress):
+            return True
+        return self.allows(getattr(address, "host", None), channel)
+
+    def refusal(self, current: int, from_host: int, host: str | None, channel: str) -> str | None:
+        """Why one more ``channel`` connection is refused, or None.
+
+        ``current`` connections are open, ``from_host`` of them from ``host``;
+        a refusal is counted and logged (once per channel, and per host for
+        the per-host limit, then rate-limited).
+        """
+        if self.max_connections and current >= self.max_connections:
+            self.refused += 1
+            self.log.emit(
+                ("full", channel), "refused a {channel} connection from {host}: {count} connections is the limit",
+                channel=channel, host=host, count=self.max_connections,
+            )
+            return f"too many connections (limit {self.max_connections})"
+        if self.max_per_host and from_host >= self.max_per_host:
+            self.refused += 1
+            self.log.emit(
+                ("host full", channel, host),
+                "refused a {channel} connection from {host}: {count} connections from one host is the limit",
+                channel=channel, host=host, count=self.max_per_host,
+            )
+            return f"too many connections from {host} (limit {self.max_per_host} per host)"
+        return None
 
 
 class RefusalProtocol(Protocol):
@@ -166,6 +191,17 @@ class RequestBudget:
             return False
         self._tokens -= 1.0
         return True
+
+
+def is_tls(transport: object) -> bool:
+    """Whether ``transport`` is a TLS layer (``twisted.protocols.tls``) over the socket.
+
+    Such a wrapper forwards unknown attributes (``socket``,
+    ``loseWriteConnection``...) to the TCP connection beneath, so code that
+    would use them on the raw socket must ask first: bytes written there skip
+    the encryption. Only TLS transports negotiate (ALPN), hence ``INegotiated``.
+    """
+    return INegotiated.providedBy(transport)
 
 
 def harden_tcp(transport: object) -> None:
@@ -230,14 +266,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def exposure_warning(control: str) -> str | None:
-    """The warning to log when ``control`` listens beyond loopback, else ``None``."""
+def exposure_warning(control: str, tls: str = "off") -> str | None:
+    """The warning to log when ``control`` listens beyond loopback, else ``None``.
+
+    ``tls``: ``off``, ``on`` (encrypted, anyone may connect) or ``mutual``
+    (clients need a certificate: nothing to warn about).
+    """
     interface = endpoint_interface(control)
-    if interface == "" or (interface is not None and is_loopback(interface)):
+    if interface == "" or (interface is not None and is_loopback(interface)) or tls == "mutual":
         return None
     where = "on every interface" if interface in (None, "0.0.0.0", "::") else f"on {interface}"
+    if tls == "on":
+        return (
+            f"the control port listens {where} ({control}) with TLS but without client certificates: the "
+            "signals are encrypted, yet every host that can reach it can read them; set [server] "
+            "tls_client_ca or restrict [server] allow"
+        )
     return (
         f"the control port listens {where} ({control}): TiA 1.0 has no authentication or encryption, so "
-        "every host that can reach it can read all signals; restrict [server] allow, isolate the network "
-        "or keep the default interface=127.0.0.1"
+        "every host that can reach it can read all signals; restrict [server] allow, isolate the network, "
+        "turn on TLS ([server] tls_certificate) or keep the default interface=127.0.0.1"
     )

@@ -9,7 +9,7 @@ clients ``ServerStateShutdown`` before closing every connection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -23,7 +23,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IReactorUDP,
 )
-from twisted.internet.protocol import Factory, Protocol, ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -38,6 +38,9 @@ from tia.server.stream import StreamHub
 from tia.sources import build_source
 from tia.sources.base import ISource
 
+if TYPE_CHECKING:
+    from tia.server.tls import ServerTLS
+
 log = Logger()
 
 SHUTDOWN_GRACE_SECONDS = 2.0
@@ -48,11 +51,13 @@ class ServerStateProtocol(Protocol):
 
     def __init__(self, channel: ServerStateChannel) -> None:
         self.channel = channel
+        self.host: str | None = None
         self.closed: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         harden_tcp(self.transport)  # a vanished listener is noticed and dropped
+        self.host = getattr(self.transport.getPeer(), "host", None)
         self.channel.clients.add(self)
         self.transport.write(SERVER_STATE_RUNNING)
 
@@ -69,22 +74,28 @@ class ServerStateChannel(ServerFactory):
 
     noisy = False
 
-    def __init__(self, reactor: IReactorTCP, guard: ConnectionGuard | None = None) -> None:
+    def __init__(
+        self, reactor: IReactorTCP, guard: ConnectionGuard | None = None, tls: ServerTLS | None = None
+    ) -> None:
         self.reactor = reactor
         self.guard = guard or ConnectionGuard()
         self.clients: set[ServerStateProtocol] = set()
         self.ports: dict[str, IListeningPort] = {}
+        self._listening: ServerFactory = self if tls is None else tls.wrap(self, "server-state")
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        """None (the connection is closed at once) outside the allow-list or beyond the limit."""
+        """None (the connection is closed at once) outside the allow-list or beyond the limits."""
         host = getattr(addr, "host", None)
-        if not self.guard.allows(host, "server-state") or self.guard.full(len(self.clients), host, "server-state"):
+        if not self.guard.admits(addr, "server-state"):
+            return None
+        from_host = sum(client.host == host for client in self.clients)
+        if self.guard.refusal(len(self.clients), from_host, host, "server-state") is not None:
             return None
         return ServerStateProtocol(self)
 
     def port_for(self, host: str) -> int:
         if host not in self.ports:
-            self.ports[host] = self.reactor.listenTCP(0, self, interface=host)
+            self.ports[host] = self.reactor.listenTCP(0, self._listening, interface=host)
         port: int = self.ports[host].getHost().port  # type: ignore[attr-defined]
         return port
 
@@ -100,7 +111,7 @@ class ServerStateChannel(ServerFactory):
         self.ports.clear()
 
 
-class TiAServerFactory(Factory):
+class TiAServerFactory(ServerFactory):
     """Per-server state shared by all control connections."""
 
     noisy = False
@@ -116,26 +127,37 @@ class TiAServerFactory(Factory):
         self.metainfo_reply = build_message(Command.METAINFO, content=hub.metainfo.to_xml())
         per_second = float(hub.packet_rate) * hub.max_packet_size
         self.backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * hub.max_packet_size)
-        self.guard = ConnectionGuard(config.allow, config.max_connections)
-        self.state = ServerStateChannel(reactor, self.guard)
+        self.guard = ConnectionGuard(config.allow, config.max_connections, config.max_connections_per_host)
+        self.tls: ServerTLS | None = None  # [server] tls_*: every client-facing TCP port wrapped
+        if config.tls is not None:
+            from tia.server.tls import ServerTLS
+
+            self.tls = ServerTLS(config.tls, reactor, self.guard, config.path)
+        self.state = ServerStateChannel(reactor, self.guard, self.tls)
         self.udp_sender: UDPSender | None = None
         self.udp_group: UDPDestination | None = None
         self._group_members: set[TiAControlProtocol] = set()
         udp = config.udp
-        if udp.mode != "off":
+        if udp.mode != "off" and self.tls is None:  # UDP cannot be encrypted: off while TLS is on
             self.udp_sender = UDPSender(udp.mode == "broadcast", udp.ttl, udp.interface)
             if udp.mode in ("broadcast", "multicast"):
                 assert udp.address is not None
                 self.udp_group = UDPDestination(self.udp_sender, (udp.address, udp.port))
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        """A control session; None outside the allow-list, an ``Error`` reply beyond the limit."""
+        """A control session; None outside the allow-list, an ``Error`` reply beyond the limits."""
         host = getattr(addr, "host", None)
-        if not self.guard.allows(host, "control"):
+        if not self.guard.admits(addr, "control"):
             return None
-        if self.guard.full(len(self.controls), host, "control"):
-            return RefusalProtocol(f"too many connections (limit {self.config.max_connections})")
+        from_host = sum(control.peer_host == host for control in self.controls)
+        refusal = self.guard.refusal(len(self.controls), from_host, host, "control")
+        if refusal is not None:
+            return RefusalProtocol(refusal)
         return TiAControlProtocol(self)
+
+    def listening_factory(self, factory: ServerFactory, channel: str) -> ServerFactory:
+        """What a client-facing TCP port listens with: ``factory``, behind TLS when it is on."""
+        return factory if self.tls is None else self.tls.wrap(factory, channel)
 
     def set_group_member(self, control: TiAControlProtocol, streaming: bool) -> None:
         """The shared broadcast/multicast stream flows while any of its clients is started."""
@@ -156,7 +178,10 @@ class TiAService(MultiService):
         reactor: Any = None,
         sources: Sequence[ISource] | None = None,
         clock: IReactorTime | None = None,
+        *,
+        warn_exposure: bool = True,
     ) -> None:
+        """``warn_exposure=False``: the caller says itself that the port is reachable from afar."""
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -173,13 +198,16 @@ class TiAService(MultiService):
         self.factory = TiAServerFactory(config, self.hub, reactor)
         self.sinks = ServerSinks(config, self.hub, reactor)  # [recording], [lsl]: work off the reactor thread
         self.factory.recording = self.sinks.recording
-        self.control_service = strports.service(config.control, self.factory, reactor=reactor)
+        self.warn_exposure = warn_exposure
+        self.control_service = strports.service(
+            config.control, self.factory.listening_factory(self.factory, "control"), reactor=reactor
+        )
         self.control_service.setServiceParent(self)
         self.events_service: Any = None  # [events] endpoint: posted event codes, off by default
         if config.events_endpoint is not None:
             from tia.server.events import events_service
 
-            self.events_service = events_service(config.events_endpoint, built, reactor)
+            self.events_service = events_service(config.events_endpoint, built, reactor, self.factory.guard)
             self.events_service.setServiceParent(self)
         self.web_service: Any = None  # [web] endpoint or --web: the live monitor (tia.web), off by default
         if config.web_endpoint is not None:
@@ -228,9 +256,16 @@ class TiAService(MultiService):
         super().startService()
         self.sinks.start()  # subscribed before the first tick
         self.clock.start()
-        exposed = exposure_warning(self.config.control)
-        if exposed is not None:
+        tls = self.config.tls
+        exposed = exposure_warning(self.config.control, "off" if tls is None else tls.mode)
+        if exposed is not None and self.warn_exposure:
             log.warn("{warning}", warning=exposed)
+        if tls is not None:
+            log.info(
+                "TLS on control, data and server-state connections ({who}){udp}",
+                who="clients need a certificate from " + tls.client_ca if tls.client_ca else "any client",
+                udp="; UDP data is off (it cannot be encrypted)" if self.config.udp.mode != "off" else "",
+            )
         log.info(
             "TiA server streaming {signals} at {rate} packets/s on {control}",
             signals=", ".join(
@@ -251,8 +286,7 @@ class TiAService(MultiService):
         waiting: list[Deferred[Any]] = [client.closed for client in self.factory.state.clients]
         for control in tuple(self.factory.controls):
             waiting.append(control.closed)
-            if control.transport is not None:
-                control.transport.loseConnection()
+            control.close()  # unregisters itself as producer first: TLS would wait for that
         self.factory.state.stop_listening()
         if self._udp_port is not None:
             waiting.append(defer.maybeDeferred(self._udp_port.stopListening))

@@ -64,7 +64,7 @@ class WebMonitor(Service):
         kind = endpoint.split(":", 1)[0]
         self.loopback = kind in ("tcp", "tcp6") and _is_loopback(endpoint_interface(endpoint))
         root = root_resource(service, self.display, self.uptime)
-        self.site = MonitorSite(root, service.reactor, check_host=self.loopback)
+        self.site = MonitorSite(root, service.reactor, check_host=self.loopback, guard=service.factory.guard)
         self.listener: Any = strports.service(endpoint, self.site, reactor=service.reactor)
 
     def uptime(self) -> float:

@@ -23,6 +23,7 @@ from twisted.web.pages import forbidden, notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from tia.server.guard import ConnectionGuard
 from tia.web.display import BrowserStream, LiveDisplay
 from tia.web.status import metrics, status
 
@@ -218,13 +219,19 @@ class MonitorSite(Site):
     noisy = False
     protocol = _TrackedChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2 negotiation
 
-    def __init__(self, resource: IResource, reactor: IReactorTime, check_host: bool) -> None:
+    def __init__(
+        self, resource: IResource, reactor: IReactorTime, check_host: bool, guard: ConnectionGuard | None = None
+    ) -> None:
         super().__init__(resource, reactor=reactor)
         self.check_host = check_host
         self.reactor = reactor
+        self.guard = guard or ConnectionGuard()
         self.channels: dict[HTTPChannel, Deferred[None]] = {}
 
     def buildProtocol(self, addr: Any) -> Any:
+        """None (closed at once, logged rate-limited) for a peer outside ``[server] allow``."""
+        if not self.guard.admits(addr, "web monitor"):
+            return None
         channel = super().buildProtocol(addr)
         self.channels[channel] = Deferred()
         return channel
