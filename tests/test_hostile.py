@@ -43,10 +43,10 @@ from zope.interface import implementer
 
 from tia.config import ConfigError, ServerConfig
 from tia.protocol.control import ControlMessage, ControlParser
-from tia.protocol.packet import SampleArray
+from tia.protocol.packet import PacketStreamDecoder, SampleArray, encode_body
 from tia.protocol.signals import by_name
 from tia.server.clock import MasterClock
-from tia.server.data import TCPDataListener, TCPDataProtocol, UDPSender
+from tia.server.data import HOLD_BYTES, TCPDataListener, TCPDataProtocol, UDPSender
 from tia.server.guard import (
     ConnectionGuard,
     RateLimitedLog,
@@ -803,3 +803,39 @@ def test_guard_config_keys_and_their_errors() -> None:
                 f"[server]\n{line}\n[source:eeg]\ndriver = ramp\nrate = 10\nchannels = 1\ntype = eeg\n"
             )
         assert f"test.ini [server] {key}:" in str(info.value)
+
+
+def test_a_held_burst_goes_out_in_one_write_with_every_packet_in_order() -> None:
+    protocol = TCPDataProtocol(1 << 20, lambda _: None)
+    transport = StringTransport()
+    writes: list[int] = []
+    real_write_sequence = transport.writeSequence
+    transport.writeSequence = lambda data: (writes.append(len(data)), real_write_sequence(data))[1]  # type: ignore[method-assign]
+    protocol.makeConnection(transport)
+    protocol.hold()
+    for tick in range(5):
+        protocol.send_tick(*encode_body([(1, [[float(tick)]])]), tick, tick * 1000)
+    assert transport.value() == b""  # held
+    protocol.release()
+    assert len(writes) == 1
+    decoder = PacketStreamDecoder()
+    packets = decoder.feed(transport.value())
+    assert [(p.packet_id, p.connection_number) for p in packets] == [(t, t) for t in range(5)]
+    assert [float(p.signals[1][0, 0]) for p in packets] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    protocol.send_tick(*encode_body([(1, [[5.0]])]), 5, 5000)  # after the burst: a write per packet again
+    assert len(writes) == 2
+
+
+def test_a_long_burst_is_written_every_hold_bytes_so_backpressure_still_applies() -> None:
+    protocol = TCPDataProtocol(1 << 30, lambda _: None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    body = b"\x00" * 4000
+    protocol.hold()
+    ticks = 3 * HOLD_BYTES // len(body)
+    for tick in range(ticks):
+        protocol.send_tick(1, body, tick, 0)
+        assert len(transport.value()) <= (tick + 1) * (len(body) + 33)
+        assert (tick + 1) * (len(body) + 33) - len(transport.value()) < HOLD_BYTES  # never more held
+    protocol.release()
+    assert len(transport.value()) == ticks * (len(body) + 33)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 
 from twisted.internet.task import Clock
@@ -101,3 +103,21 @@ def test_tick_zero_at_start_even_at_a_large_start_time() -> None:
         assert ticks == [0]
         fake.advance(0.0105)
         assert ticks == list(range(11))
+
+
+def test_a_catch_up_runs_inside_one_burst_and_single_ticks_outside() -> None:
+    events: list[object] = []
+
+    @contextmanager
+    def burst() -> Iterator[None]:
+        events.append("hold")
+        yield
+        events.append("release")
+
+    fake = Clock()
+    clock = MasterClock(Fraction(100), events.append, fake, burst=burst)
+    clock.start()
+    fake.advance(0.01)
+    assert events == [0, 1]  # on time: no burst
+    fake.advance(0.035)  # three intervals and a half late: ticks 2, 3, 4 at once
+    assert events == [0, 1, "hold", 2, 3, 4, "release"]

@@ -205,3 +205,30 @@ def test_only_aperiodic_sources_are_refused() -> None:
     spec = SourceSpec("b", "square", Fraction(10), 1, (ChannelSpec("b", by_name("button")),))
     with pytest.raises(HubError):
         StreamHub([build_source(spec)])
+
+
+class HoldingCollector(Collector):
+    """Records when it is told to hold and release, as a TCP data connection would batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def hold(self) -> None:
+        self.calls.append("hold")
+
+    def release(self) -> None:
+        self.calls.append(f"release after {len(self.packets)}")
+
+
+def test_a_burst_holds_the_subscribers_that_can_and_leaves_the_others() -> None:
+    hub = hub_for(MIXED)
+    holding, plain = HoldingCollector(), Collector()
+    hub.subscribe(holding)
+    hub.subscribe(plain)
+    with hub.burst():
+        for tick in range(3):
+            hub.run_tick(tick)
+    assert holding.calls == ["hold", "release after 3"]
+    assert holding.packets == plain.packets  # the same packets, tick by tick
+    assert [decode_packet(p).packet_id for p in plain.packets] == [0, 1, 2]

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from fractions import Fraction
 from typing import Any, NamedTuple, cast
 
@@ -348,13 +349,15 @@ class MasterClock:
 
     def __init__(
         self, packet_rate: Fraction, on_tick: Callable[[int], None], clock: IReactorTime,
-        stall_policy: str = "catch-up",
+        stall_policy: str = "catch-up", burst: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
+        """``burst``: entered around the ticks of one catch-up (``StreamHub.burst``)."""
         if stall_policy not in STALL_POLICIES:
             raise ValueError(f"stall_policy {stall_policy!r} is not one of {', '.join(STALL_POLICIES)}")
         self.packet_rate = packet_rate
         self.interval = float(1 / packet_rate)
         self._on_tick = on_tick
+        self._burst = burst
         self.stall_policy = stall_policy
         self.ticks = 0
         self.late_ticks = 0
@@ -402,13 +405,14 @@ class MasterClock:
                         "reactor stalled for {seconds:.3f} s; catching up {count} ticks",
                         seconds=missed * self.interval, count=missed,
                     )
-        for _ in range(count):
-            tick = self.ticks
-            self.ticks += 1
-            try:
-                self._on_tick(tick)
-            except Exception:
-                log.failure("tick {tick} failed; the clock goes on", tick=tick)
+        with self._burst() if count > 1 and self._burst is not None else nullcontext():
+            for _ in range(count):
+                tick = self.ticks
+                self.ticks += 1
+                try:
+                    self._on_tick(tick)
+                except Exception:
+                    log.failure("tick {tick} failed; the clock goes on", tick=tick)
 
     def _loop_died(self, failure: Failure) -> None:
         log.failure("the master clock stopped unexpectedly", failure=failure)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from tia.protocol.custom import CustomSignal, CustomSignalInfo
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import SampleArray, encode_body
+from tia.server.stream import HoldingSubscriber
 
 if TYPE_CHECKING:
     from tia.server.stream import Subscriber
@@ -197,6 +198,14 @@ class CustomSubscriber:
                 blocks.append((plan.flag, plan.apply(block, packet_id)))
         custom_flags, custom_body = encode_body(blocks)
         self.target.send_tick(custom_flags, custom_body, packet_id, timestamp)
+
+    def hold(self) -> None:
+        if isinstance(self.target, HoldingSubscriber):
+            self.target.hold()
+
+    def release(self) -> None:
+        if isinstance(self.target, HoldingSubscriber):
+            self.target.release()
 
     def __repr__(self) -> str:
         return f"<CustomSubscriber {self.custom.describe()} for {self.target!r}>"

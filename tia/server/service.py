@@ -194,7 +194,9 @@ class TiAService(MultiService):
         self._own_clock: IReactorTime | None = None  # built here, so released here
         if clock is None:
             clock = self._own_clock = best_clock(reactor)
-        self.clock = MasterClock(self.hub.packet_rate, self.hub.run_tick, clock, config.stall_policy)
+        self.clock = MasterClock(
+            self.hub.packet_rate, self.hub.run_tick, clock, config.stall_policy, burst=self.hub.burst
+        )
         self.factory = TiAServerFactory(config, self.hub, reactor)
         self.sinks = ServerSinks(config, self.hub, reactor)  # [recording], [lsl]: work off the reactor thread
         self.factory.recording = self.sinks.recording
