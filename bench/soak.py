@@ -319,7 +319,7 @@ def soak(minutes: float, workload_name: str, workers: int, out: Path | None) -> 
     queue: Any = context.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
-        process, port = _start_server(workload, log_path)
+        process, port, _ = _start_server(workload, log_path)
         time.sleep(2)
         baseline = _snapshot(process.pid)
         samples: list[tuple[float, float, int]] = []  # (minute, RSS MiB, fds) while everything runs
