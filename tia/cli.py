@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -27,6 +28,7 @@ from typing import TextIO
 import numpy as np
 
 from tia.client.blocking import TiAClient, TiAError, TiAPacket
+from tia.client.tls import TLSSettings
 from tia.protocol.metainfo import MetaInfo, SignalInfo, format_rate
 from tia.protocol.packet import SampleArray
 from tia.protocol.signals import flags_in
@@ -44,6 +46,18 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_EVENTS_PORT = 9100  # tia.sources.injected.DEFAULT_EVENTS_PORT, without importing the sources
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_ASCII = "_.-~=*#@"
+# What a TLS failure (an OpenSSL reason in the error text, or the server's own
+# refusal of a plain client) means for the --tls options: appended to the error.
+TLS_HINTS = (
+    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not trusted or not for this host:"
+     " check --tls-ca and --tls-server-name"),
+    ("WRONG_VERSION_NUMBER", "the server does not speak TLS: leave out the --tls options"),
+    ("CERTIFICATE_REQUIRED", "the server requires a client certificate: give --tls-cert (and --tls-key)"),
+    ("ALERT_UNKNOWN_CA", "the server does not accept this client certificate (--tls-cert):"
+     " it must be signed by the server's tls_client_ca"),
+    ("ALERT_BAD_CERTIFICATE", "the server does not accept this client certificate (--tls-cert)"),
+    ("this server requires TLS", "use --tls-ca FILE (or --tls)"),
+)
 
 
 class CLIError(Exception):
@@ -114,12 +128,56 @@ def _count(text: str) -> int:
 # -- connection helpers ------------------------------------------------------
 
 
+def _tls_settings(args: argparse.Namespace) -> TLSSettings | None:
+    """The ``--tls*`` options as one :class:`TLSSettings`; None (plain TCP) when none is given.
+
+    Every file is read and checked now, so one that cannot be used is a usage
+    error naming its option, not a failed connection.
+    """
+    if not _wants_tls(args):
+        return None
+    if args.tls_key and not args.tls_cert:
+        raise UsageError("argument --tls-key: needs --tls-cert (the certificate of that key)")
+    for option, name in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if name:
+            try:
+                Path(name).expanduser().open("rb").close()
+            except OSError as error:
+                raise UsageError(f"argument {option}: cannot read {name}: {error.strerror or error}") from None
+    settings = TLSSettings(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    try:
+        settings.ssl_context()
+    except ValueError as error:  # "TLSSettings.ca: ..." or "TLSSettings.certificate/key: ..."
+        field, _, reason = str(error).partition(": ")
+        option = "--tls-ca" if field.endswith(".ca") else "--tls-cert/--tls-key"
+        raise UsageError(f"argument {option}: {reason}") from None
+    return settings
+
+
+def _wants_tls(args: argparse.Namespace) -> bool:
+    """Whether any ``--tls*`` option was given (never, for a subcommand without them)."""
+    return any(getattr(args, name, None) for name in ("tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name"))
+
+
+def _client(args: argparse.Namespace) -> TiAClient:
+    """A client (not connected yet) of ``args.server``, over TLS if the ``--tls*`` options say so."""
+    address: Address = args.server
+    return TiAClient(address.host, address.port, timeout=args.timeout, tls=_tls_settings(args))
+
+
+def _explain(message: str, args: argparse.Namespace) -> str:
+    """An error as shown: without OpenSSL's source location, with a hint when TLS is the cause."""
+    message = re.sub(r" \(_ssl\.c:\d+\)", "", message)
+    hints = [hint for reason, hint in TLS_HINTS if reason in message]
+    if not hints and _wants_tls(args) and not args.tls_cert and "connection lost" in message:
+        hints.append("if the server requires a client certificate, give --tls-cert")
+    return "; ".join([message, *hints[:1]])
+
+
 @contextlib.contextmanager
 def _session(args: argparse.Namespace) -> Iterator[TiAClient]:
     """A connected client; stops streaming and disconnects on the way out."""
-    address: Address = args.server
-    client = TiAClient(address.host, address.port, timeout=args.timeout)
-    with client:  # connects, or raises TiAError saying why not
+    with _client(args) as client:  # connects, or raises TiAError saying why not
         yield client
 
 
@@ -204,7 +262,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_ping(args: argparse.Namespace) -> int:
     """Round trips of CheckProtocolVersion: is the server there, and how fast does it answer."""
     address: Address = args.server
-    client = TiAClient(address.host, address.port, timeout=args.timeout)
+    client = _client(args)
     began = time.perf_counter()
     if not client.connect():
         raise CLIError(client.last_error or f"cannot connect to {address}")
@@ -642,7 +700,8 @@ def cmd_recording(args: argparse.Namespace) -> int:
     from tia.server.recorder import recording_request
 
     address: Address = args.server
-    sys.stdout.write(recording_request(address.host, address.port, args.action, args.timeout, args.wait))
+    tls = _tls_settings(args)
+    sys.stdout.write(recording_request(address.host, address.port, args.action, args.timeout, args.wait, tls=tls))
     return 0
 
 
@@ -668,14 +727,17 @@ def cmd_lsl(args: argparse.Namespace) -> int:
     from tia.sources.base import SourceError
 
     address: Address = args.server
+    tls = _tls_settings(args)
     try:
-        return run_client_bridge(address.host, address.port, args.timeout, args.seconds, args.name, args.source_id)
+        return run_client_bridge(
+            address.host, address.port, args.timeout, args.seconds, args.name, args.source_id, tls=tls
+        )
     except SourceError as error:
         raise CLIError(str(error)) from None
 
 
 def _add_server_argument(parser: argparse.ArgumentParser, kind: str = "TiA") -> None:
-    """The optional HOST[:PORT] positional (``args.server``, an :class:`Address`) of a subcommand."""
+    """The optional HOST[:PORT] positional (``args.server``, an :class:`Address`) and the TLS options."""
     parser.add_argument(
         "server",
         nargs="?",
@@ -684,6 +746,26 @@ def _add_server_argument(parser: argparse.ArgumentParser, kind: str = "TiA") -> 
         metavar="HOST[:PORT]",
         help=f"{kind} server (default {DEFAULT_HOST}:{DEFAULT_PORT}; the port defaults to"
         f" {DEFAULT_PORT}; IPv6 as [ADDR]:PORT)",
+    )
+    _add_tls_arguments(parser)
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-server-name``, for :func:`_tls_settings`."""
+    group = parser.add_argument_group(
+        "TLS (a txtia server with tls_certificate; any of these options turns TLS on)"
+    )
+    group.add_argument(
+        "--tls", action="store_true", help="connect over TLS, trusting the system's CA certificates"
+    )
+    group.add_argument("--tls-ca", metavar="FILE", help="PEM file of the CA(s) that signed the server's certificate")
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="this client's PEM certificate, for a server with tls_client_ca"
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (default: the --tls-cert file)")
+    group.add_argument(
+        "--tls-server-name", metavar="NAME",
+        help="the name the server's certificate must carry (default: HOST)",
     )
 
 
@@ -877,10 +959,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except UsageError as error:
-        sys.stderr.write(f"tia {args.command}: error: {error}\n")
+        sys.stderr.write(f"tia {args.command}: error: {_explain(str(error), args)}\n")
         return 2
     except (CLIError, TiAError, RecordingError) as error:
-        sys.stderr.write(f"tia {args.command}: error: {error}\n")
+        sys.stderr.write(f"tia {args.command}: error: {_explain(str(error), args)}\n")
         return 1
     except BrokenPipeError:
         # The reader went away (``tia monitor | head``): stop quietly, and keep
@@ -890,7 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as error:
-        sys.stderr.write(f"tia {args.command}: error: {error}\n")
+        sys.stderr.write(f"tia {args.command}: error: {_explain(str(error), args)}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("tia: interrupted\n")

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from tia.client.blocking import TiAClient, TiAError
+from tia.client.tls import TLSSettings
 from tia.config import LSLOutletConfig
 from tia.protocol.metainfo import MetaInfo, SignalInfo
 from tia.protocol.packet import DataPacket, decode_packet, encode_header
@@ -238,13 +239,13 @@ def republish(
 
 def run_client_bridge(
     host: str, port: int, timeout: float, seconds: float | None, name: str, source_id: str | None,
-    out: TextIO | None = None,
+    out: TextIO | None = None, *, tls: TLSSettings | None = None,
 ) -> int:
-    """``tia lsl``: connect to a TiA server and republish its signals as LSL outlets."""
+    """``tia lsl``: connect to a TiA server and republish its signals as LSL outlets (over TLS with ``tls``)."""
     out = out or sys.stdout
     pylsl = import_pylsl()
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    with TiAClient(host, port, timeout=timeout) as client:
+    with TiAClient(host, port, timeout=timeout, tls=tls) as client:
         if not client.cmd_get_metainfo() or client.metainfo is None:
             raise TiAError(f"the server refused GetMetaInfo: {client.last_error}")
         publisher = LSLPublisher(pylsl, client.metainfo, name, source_id or f"tia-lsl@{where}")

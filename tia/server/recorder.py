@@ -48,6 +48,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tia.client.tls import TLSSettings
 from tia.config import RecordingConfig
 from tia.protocol.control import (
     OK_REPLY,
@@ -954,12 +955,24 @@ def format_state(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def recording_request(host: str, port: int, action: str, timeout: float, wait: float = 60.0) -> str:
-    """``tia recording start|stop|status``: the request, then the state once it settled, as text."""
+def recording_request(
+    host: str, port: int, action: str, timeout: float, wait: float = 60.0, *, tls: TLSSettings | None = None
+) -> str:
+    """``tia recording start|stop|status``: the request, then the state once it settled, as text.
+
+    ``tls``: for a server with TLS on, the control connection is TLS with these settings.
+    """
     commands = {"start": START_RECORDING, "stop": STOP_RECORDING, "status": None}
     command = commands[action]
     parser = ControlParser()
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if tls is not None:
+        try:
+            sock = tls.ssl_context().wrap_socket(sock, server_hostname=tls.name_for(host))
+        except BaseException:
+            sock.close()
+            raise
+    with sock:
         if command is not None:
             reply = _request(sock, parser, command)
             if reply.is_error:
