@@ -8,6 +8,7 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Callable, Generator, Sequence
+from itertools import pairwise
 from typing import Any, TypeVar
 
 import numpy as np
@@ -294,6 +295,52 @@ class SocketTestCase(unittest.TestCase):
     def data(self, port: int) -> Deferred[PacketCollector]:
         """A TCP data connection to ``port``, as GetDataConnection:TCP announced it."""
         return self.connect(port, PacketCollector())
+
+    @inlineCallbacks
+    def dropping_side(self, slow: socket.socket) -> Generator[Deferred[Any], Any, Any]:
+        """The server's data connection to ``slow`` (a client that does not read), once it has
+        had to drop more than 50 packets for it."""
+        server_side = None
+        for _ in range(100):
+            yield sleep(0.05)
+            server_side = next(c.tcp_data for c in self.service.factory.controls if c.tcp_data and
+                               c.tcp_data.transport.getPeer().port == slow.getsockname()[1])
+            if server_side.dropped > 50:
+                break
+        assert server_side is not None
+        self.assertGreater(server_side.dropped, 50)
+        return server_side
+
+    @inlineCallbacks
+    def assert_exact_while_another_drops(
+        self, healthy: PacketCollector, slow: socket.socket, channels: int, block: int,
+        would_block: tuple[type[Exception], ...] = (BlockingIOError,),
+    ) -> Generator[Deferred[Any], Any, None]:
+        """``healthy`` lost nothing and its values are exact, while ``slow``'s loss shows as a gap
+        in its own connection packet numbers once it reads again."""
+        yield healthy.wait_for(len(healthy.packets) + 20)
+        numbers = [p.connection_number for p in healthy.packets]
+        self.assertEqual(numbers, list(range(len(numbers))))
+        for packet in healthy.packets[-5:]:
+            np.testing.assert_array_equal(packet.signals[1], ramp_values(channels, packet.packet_id * block, block))
+        slow.setblocking(False)
+        decoder = PacketStreamDecoder()
+        slow_numbers: list[int] = []
+        for _ in range(250):  # drain what the kernel and the server held, until the gap shows
+            yield sleep(0.02)
+            try:
+                while True:
+                    chunk = slow.recv(1 << 20)
+                    if not chunk:
+                        break
+                    slow_numbers.extend(p.connection_number for p in decoder.feed(chunk))
+            except would_block:
+                pass
+            if any(b - a > 1 for a, b in pairwise(slow_numbers)):
+                break
+        self.assertEqual(slow_numbers[0], 0)
+        self.assertTrue(any(b - a > 1 for a, b in pairwise(slow_numbers)))
+        self.assertEqual(sorted(set(slow_numbers)), slow_numbers)
 
     @inlineCallbacks
     def streaming(self, packets: int = 5) -> Generator[Deferred[Any], Any, tuple[ControlClient, PacketCollector]]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import Any
 
-import numpy as np
 from support import (
     BLOCK,
     CHANNELS,
@@ -23,7 +21,6 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tia.protocol.packet import DataPacket, PacketStreamDecoder
 from tia.server.service import TiAService
 
 
@@ -285,49 +282,11 @@ class SlowClientTests(SocketTestCase):
 
         yield healthy_control.request("StartDataTransmission")
         yield slow_control.request("StartDataTransmission")
-        server_side = None
-        for _ in range(100):  # until the server has had to drop packets for the slow client
-            yield sleep(0.05)
-            server_side = next(c.tcp_data for c in self.service.factory.controls if c.tcp_data and
-                               c.tcp_data.transport.getPeer().port == slow.getsockname()[1])
-            if server_side.dropped > 50:
-                break
-        assert server_side is not None
-        self.assertGreater(server_side.dropped, 50)
+        server_side = yield self.dropping_side(slow)
         # memory held for it stays bounded: Twisted's buffer + at most the configured backlog
         buffered = len(server_side.transport.dataBuffer) + sum(map(len, server_side.transport._tempDataBuffer))
         self.assertLess(buffered, server_side.backlog_bytes + 2 * 64 * 1024)
-
-        yield healthy.wait_for(len(healthy.packets) + 20)
-        numbers = [p.connection_number for p in healthy.packets]
-        self.assertEqual(numbers, list(range(len(numbers))))  # the healthy client lost nothing
-        for packet in healthy.packets[-5:]:
-            np.testing.assert_array_equal(packet.signals[1], ramp_values(256, packet.packet_id * 8, 8))
-
-        # the slow client's loss is visible in its own packet numbers once it reads again
-        slow.setblocking(False)
-        decoder = PacketStreamDecoder()
-        slow_packets: list[DataPacket] = []
-        def has_gap() -> bool:
-            numbers = [p.connection_number for p in slow_packets]
-            return any(b - a > 1 for a, b in pairwise(numbers))
-
-        for _ in range(250):  # drain what the kernel and Twisted held, until the gap shows
-            yield sleep(0.02)
-            try:
-                while True:
-                    chunk = slow.recv(1 << 20)
-                    if not chunk:
-                        break
-                    slow_packets.extend(decoder.feed(chunk))
-            except BlockingIOError:
-                pass
-            if has_gap():
-                break
-        slow_numbers = [p.connection_number for p in slow_packets]
-        self.assertEqual(slow_numbers[0], 0)
-        self.assertTrue(any(b - a > 1 for a, b in pairwise(slow_numbers)))
-        self.assertEqual(sorted(set(slow_numbers)), slow_numbers)
+        yield self.assert_exact_while_another_drops(healthy, slow, 256, 8)
 
 
 def test_taken_port_fails_start_before_any_source_starts() -> None:

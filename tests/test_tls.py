@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,7 @@ from tia.client.app import TiAClientError, TiAStream, connectTiA
 from tia.client.blocking import TiAClient, TiAError, TiAPacket
 from tia.client.tls import TLSSettings, twisted_options
 from tia.config import ConfigError, ServerConfig, load_config, with_control_port
-from tia.protocol.packet import DataPacket, PacketStreamDecoder
+from tia.protocol.packet import DataPacket
 from tia.server.data import TCPDataListener
 from tia.server.guard import ConnectionGuard
 
@@ -551,45 +550,12 @@ class SlowTLSClientTests(SocketTestCase):
         self.addCleanup(slow.close)
         yield healthy_control.request("StartDataTransmission")
         yield slow_control.request("StartDataTransmission")
-        server_side = None
-        for _ in range(100):  # until the server has had to drop packets for the slow client
-            yield sleep(0.05)
-            server_side = next(c.tcp_data for c in self.service.factory.controls
-                               if c.tcp_data and c.tcp_data.transport.getPeer().port == slow.getsockname()[1])
-            if server_side.dropped > 50:
-                break
-        assert server_side is not None
-        self.assertGreater(server_side.dropped, 50)
+        server_side = yield self.dropping_side(slow)
         tcp = server_side.transport.transport  # the socket's transport beneath the TLS layer
         buffered = len(tcp.dataBuffer) + sum(map(len, tcp._tempDataBuffer))
         self.assertLess(buffered, server_side.backlog_bytes + 2 * 64 * 1024 + 2 * 16 * 1024)
         self.assertEqual(server_side.transport._appSendBuffer, [])
-
-        yield healthy.wait_for(len(healthy.packets) + 20)
-        numbers = [p.connection_number for p in healthy.packets]
-        self.assertEqual(numbers, list(range(len(numbers))))  # the healthy client lost nothing
-        for packet in healthy.packets[-5:]:
-            np.testing.assert_array_equal(packet.signals[1], ramp_values(256, packet.packet_id * 8, 8))
-
-        # the slow client's loss shows in its own packet numbers once it reads again
-        slow.setblocking(False)
-        decoder = PacketStreamDecoder()
-        slow_numbers: list[int] = []
-        for _ in range(250):
-            yield sleep(0.02)
-            try:
-                while True:
-                    chunk = slow.recv(1 << 16)
-                    if not chunk:
-                        break
-                    slow_numbers.extend(p.connection_number for p in decoder.feed(chunk))
-            except ssl.SSLWantReadError:
-                pass
-            if any(b - a > 1 for a, b in pairwise(slow_numbers)):
-                break
-        self.assertEqual(slow_numbers[0], 0)
-        self.assertTrue(any(b - a > 1 for a, b in pairwise(slow_numbers)))
-        self.assertEqual(sorted(set(slow_numbers)), slow_numbers)
+        yield self.assert_exact_while_another_drops(healthy, slow, 256, 8, (ssl.SSLWantReadError,))
 
 
 # -- units: the wrapper refuses before the handshake ---------------------------------
