@@ -57,10 +57,10 @@ def server_options(tls: TLSConfig, config_path: str | None = None) -> ssl.Certif
         extra["trustRoot"] = ssl.trustRootFromCertificates(
             [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in authorities]
         )
-    return ssl.CertificateOptions(
-        privateKey=crypto.PKey.from_cryptography_key(key),
-        certificate=crypto.X509.from_cryptography(chain[0]),
-        extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]],
+    return ssl.CertificateOptions(  # cryptography objects: pyOpenSSL's own ones are deprecated
+        privateKey=key,
+        certificate=chain[0],
+        extraCertChain=chain[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         **extra,
     )
