@@ -57,10 +57,11 @@ def server_options(tls: TLSConfig, config_path: str | None = None) -> ssl.Certif
         extra["trustRoot"] = ssl.trustRootFromCertificates(
             [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in authorities]
         )
-    return ssl.CertificateOptions(  # cryptography objects: pyOpenSSL's own ones are deprecated
-        privateKey=key,
-        certificate=chain[0],
-        extraCertChain=chain[1:],
+    # cryptography objects, which pyOpenSSL takes (its own X509/PKey are deprecated); Twisted's
+    # annotations still name the pyOpenSSL types, hence the untyped keywords
+    identity: dict[str, Any] = {"privateKey": key, "certificate": chain[0], "extraCertChain": chain[1:]}
+    return ssl.CertificateOptions(
+        **identity,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         **extra,
     )
