@@ -5,7 +5,8 @@ load clients from worker processes (raw sockets, fixed headers only), samples
 the server's CPU and RSS from /proc, and prints one row per workload:
 packets expected and received, loss, connection-number gaps, arrival jitter
 (residuals around a fitted line, so independent of timestamp units), rate
-error in ppm, server CPU (% of one core), RSS and the share of ticks the
+error in ppm (through each second's least-delayed arrival, so clients that
+fall behind do not tilt it), server CPU (% of one core), RSS and the share of ticks the
 server produced late (from its ``/status``). Results go to
 bench/results/<time>.json for comparison between commits.
 """
@@ -264,6 +265,29 @@ def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes
 ClientRecord = tuple[list[int], list[int], list[int]]  # packet ids, connection numbers, arrival ns
 
 
+def _envelope_rate(ids: np.ndarray, arrivals: np.ndarray, nominal: float) -> float:
+    """The server's packet rate from the fastest arrival in each second.
+
+    An arrival is the send time plus a delay that is never negative (the load
+    client may be scheduled late, never early), so a line through each
+    second's least-delayed packet follows the sender's clock; a fit through
+    all of them would tilt whenever the clients fall behind during the run.
+    """
+    delay = arrivals - ids / nominal  # grows by (1/rate - 1/nominal) per packet
+    second = np.floor(ids / nominal)
+    fastest_ids, fastest = [], []
+    for value in np.unique(second):
+        mask = second == value
+        index = int(np.argmin(delay[mask]))
+        fastest_ids.append(ids[mask][index])
+        fastest.append(delay[mask][index])
+    if len(fastest) < 3:
+        slope = float(np.polyfit(ids, delay, 1)[0])
+    else:
+        slope = float(np.polyfit(fastest_ids, fastest, 1)[0])
+    return 1.0 / (slope + 1.0 / nominal)
+
+
 def _analyse(workload: Workload, seconds: float, results: list[ClientRecord]) -> dict[str, float]:
     expected = seconds * workload.packet_rate
     received, gaps, loss, residuals, rates = [], 0, 0, [], []
@@ -278,7 +302,7 @@ def _analyse(workload: Workload, seconds: float, results: list[ClientRecord]) ->
             t = (np.asarray(times, dtype=np.float64) - times[0]) / 1e9
             slope, intercept = np.polyfit(x, t, 1)  # seconds per packet
             residuals.append(np.abs(t - (slope * x + intercept)))
-            rates.append(1.0 / slope)
+            rates.append(_envelope_rate(x, t, workload.packet_rate))
     all_residuals = np.concatenate(residuals) if residuals else np.array([np.nan])
     rate = float(np.median(rates)) if rates else float("nan")
     return {
