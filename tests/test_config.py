@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from support import config_from_text
+from test_tls import make_pki
 from twisted.python import usage
 
-from test_tls import make_pki
 from tia.config import ConfigError, load_config, sources_from_signal_options, with_control_port
 from tia.tap import PACKAGED_CONFIG, Options
 
