@@ -12,6 +12,8 @@ this machine whatever language it is written in, so the table shows how much
 of the daemon's own CPU (``python -m bench -w W1``) is overhead of ours.
 ``--multicast K``: one ``sendto`` a tick to W4's group with K loopback
 receivers (the kernel copies the datagram to each, on the sender's time).
+The last row is the other fixed cost of the daemon's design: Twisted's
+reactor and the ``LoopingCall`` master clock ticking at 1 kHz with no work.
 """
 
 from __future__ import annotations
@@ -139,6 +141,41 @@ def measure(clients: int, seconds: float, multicast: bool = False) -> tuple[floa
     return 100 * cpu / wall, 1e6 * cpu / max(ticks, 1)
 
 
+def _twisted_idle(seconds: float, results: Any) -> None:
+    """In a child process (a reactor runs once): the master clock's machinery with no work."""
+    from fractions import Fraction
+
+    from twisted.internet import reactor
+
+    from tia.server.clock import MasterClock, best_clock
+
+    clock = MasterClock(Fraction(RATE), lambda tick: None, best_clock(reactor))
+    marks: list[tuple[float, int]] = []
+
+    def mark() -> None:
+        marks.append((_cpu(), clock.ticks))
+        if len(marks) == 2:
+            clock.stop()
+            reactor.stop()
+
+    reactor.callWhenRunning(clock.start)
+    reactor.callLater(1.0, mark)
+    reactor.callLater(1.0 + seconds, mark)
+    reactor.run()
+    (cpu0, ticks0), (cpu1, ticks1) = marks
+    results.put((100 * (cpu1 - cpu0) / seconds, 1e6 * (cpu1 - cpu0) / max(ticks1 - ticks0, 1)))
+
+
+def measure_twisted_idle(seconds: float) -> tuple[float, float]:
+    """(CPU %, us per tick) of Twisted's reactor + PreciseClock + the LoopingCall, ticking at 1 kHz."""
+    results: Any = multiprocessing.Queue()
+    process = multiprocessing.Process(target=_twisted_idle, args=(seconds, results))
+    process.start()
+    cpu_percent, per_tick = results.get(timeout=seconds + 30)
+    process.join(10)
+    return cpu_percent, per_tick
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[0, 1, 10, 50])
@@ -151,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     for clients, multicast in runs:
         cpu, per_tick = measure(clients, args.seconds, multicast)
         print(f"{'multicast' if multicast else 'TCP':>10} {clients:7d} {cpu:6.1f} {per_tick:8.1f}")
+    cpu, per_tick = measure_twisted_idle(args.seconds)
+    print(f"{'none':>10} {0:7d} {cpu:6.1f} {per_tick:8.1f}   (Twisted reactor + LoopingCall master clock, no work)")
 
 
 if __name__ == "__main__":
