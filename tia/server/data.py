@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -28,7 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
-from tia.server.guard import RateLimitedLog, harden_tcp, is_tls
+from tia.server.guard import RateLimitedLog, harden_tcp
 
 log = Logger()
 _refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
@@ -71,8 +72,10 @@ class TCPDataProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             harden_tcp(self.transport)  # a vanished client is dropped, not streamed into for hours
-            if not is_tls(self.transport):  # TLS: every byte goes through the encrypting transport
-                self._socket = getattr(self.transport, "socket", None)
+        if isinstance(self.transport, tcp.Connection):
+            # The fast path reads this class's own buffer fields; a wrapping transport (TLS)
+            # would forward ``socket`` to the connection beneath and skip its own layer.
+            self._socket = self.transport.socket
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
