@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import NoReturn
 
-from tia.client.tls import TLSSettings
+from tia.client.tls import TLSSettings, secure_socket
 from tia.protocol.control import (
     Command,
     ControlMessage,
@@ -541,11 +541,7 @@ class TiAClient:
         """``sock`` itself without TLS; else wrapped, after a handshake within the timeout."""
         if self._tls_context is None:
             return sock
-        try:
-            return self._tls_context.wrap_socket(sock, server_hostname=self._tls_name or host)
-        except BaseException:
-            sock.close()
-            raise
+        return secure_socket(sock, self._tls_context, self._tls_name or host)
 
     def _start_transmission(self) -> bool:
         reply = self._command(Command.START_DATA_TRANSMISSION)

@@ -11,6 +11,7 @@ blocking client stays free of it.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,15 @@ class TLSSettings:
                     f"{'' if self.key is None else ' with ' + str(self.key)}: {_reason(error)}"
                 ) from None
         return context
+
+
+def secure_socket(sock: socket.socket, context: ssl.SSLContext, server_name: str) -> ssl.SSLSocket:
+    """``sock`` after a client TLS handshake (within the socket's timeout); closed if that fails."""
+    try:
+        return context.wrap_socket(sock, server_hostname=server_name)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def twisted_options(settings: TLSSettings, host: str) -> IOpenSSLClientConnectionCreator:

@@ -48,7 +48,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tia.client.tls import TLSSettings
+from tia.client.tls import TLSSettings, secure_socket
 from tia.config import RecordingConfig
 from tia.protocol.control import (
     OK_REPLY,
@@ -967,11 +967,7 @@ def recording_request(
     parser = ControlParser()
     sock = socket.create_connection((host, port), timeout=timeout)
     if tls is not None:
-        try:
-            sock = tls.ssl_context().wrap_socket(sock, server_hostname=tls.name_for(host))
-        except BaseException:
-            sock.close()
-            raise
+        sock = secure_socket(sock, tls.ssl_context(), tls.name_for(host))
     with sock:
         if command is not None:
             reply = _request(sock, parser, command)
