@@ -19,9 +19,7 @@ reactor and the ``LoopingCall`` master clock ticking at 1 kHz with no work.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import multiprocessing
-import os
 import resource
 import select
 import socket
@@ -32,7 +30,7 @@ import numpy as np
 
 from bench.__main__ import MULTICAST_GROUP
 from tia.protocol.packet import encode_body, encode_header
-from tia.server.clock import _TFD_TIMER_ABSTIME, _Itimerspec, _Timerfd
+from tia.server.clock import _Timerfd
 
 RATE = 1000
 FLAGS, BODY = encode_body([(1, np.zeros((64, 1)))])  # W1's packet: one EEG block of 64 channels x 1 sample
@@ -108,18 +106,14 @@ def measure(clients: int, seconds: float, multicast: bool = False) -> tuple[floa
             connections.append(connection)
     ready.wait(30)
     timer = _Timerfd()
-    spec = _Itimerspec()
-    start_ns = time.monotonic_ns() + 10_000_000
-    spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(start_ns, 1_000_000_000)
-    spec.it_interval.tv_nsec = 1_000_000_000 // RATE
-    timer._settime(timer.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None)
+    timer.arm(time.monotonic_ns() + 10_000_000, 1_000_000_000 // RATE)  # periodic: the kernel re-arms it
     poller = select.epoll()
     poller.register(timer.fd, select.EPOLLIN)
     ticks = 0
     cpu_start, wall_start = _cpu(), time.monotonic()
     while time.monotonic() - wall_start < seconds:
         poller.poll(1.0)
-        expirations = int.from_bytes(os.read(timer.fd, 8), "little")
+        expirations = timer.drain()
         for _ in range(expirations):
             header = encode_header(len(BODY), FLAGS, ticks, 0, ticks)
             packet = header + BODY
