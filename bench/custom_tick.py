@@ -1,8 +1,9 @@
 """CPU cost of customized connections: ``python -m bench.custom_tick [--subscribers N] [--sockets]``.
 
-Times ``StreamHub.run_tick`` in-process (no sockets, no reactor) with N plain
-subscribers, then with N customized ones (``CustomSubscriber`` around the same
-kind of subscriber), and prints microseconds per tick and per subscriber. The
+Times ``StreamHub.run`` in-process (no sockets, no reactor) with N plain
+subscribers, then with N connections asking for the same customization (one
+shared ``CustomStream`` feeding N of the same kind of subscriber), and prints
+microseconds per tick and per subscriber. The
 subscribers build their 33-byte header exactly as the real data channels do
 and drop the bytes, so the figures are the hub's and the customization's own
 cost, without the kernel's socket work.
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.__main__ import request
@@ -33,8 +34,9 @@ from tia.config import parse_config
 from tia.protocol.custom import CustomSignalInfo, CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import encode_header
-from tia.server.custom import CustomSubscriber
-from tia.server.stream import StreamHub
+from tia.server.custom import CustomStreams
+from tia.server.hub import StreamHub
+from tia.server.tick import Tick
 from tia.sources import build_source
 
 EIGHT = [1, 9, 17, 25, 33, 41, 49, 57]
@@ -54,10 +56,11 @@ class NullSubscriber:
         self.packets = 0
         self.bytes = 0
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        header = encode_header(len(body), flags, packet_id, self.packets, timestamp)
-        self.packets += 1
-        self.bytes += len(header) + len(body)
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        for tick in ticks:
+            header = encode_header(len(tick.body), tick.flags, tick.packet_id, self.packets, tick.timestamp)
+            self.packets += 1
+            self.bytes += len(header) + len(tick.body)
 
 
 def hub_for(channels: int, rate: int, block: int) -> StreamHub:
@@ -70,13 +73,13 @@ def hub_for(channels: int, rate: int, block: int) -> StreamHub:
 
 
 def per_tick(hub: StreamHub, ticks: int) -> float:
-    """Microseconds per run_tick, best of three runs."""
+    """Microseconds per tick (``StreamHub.run``), best of three runs."""
     best = float("inf")
     tick = 0
     for _ in range(3):
         start = time.perf_counter()
         for _ in range(ticks):
-            hub.run_tick(tick)
+            hub.run(tick)
             tick += 1
         best = min(best, (time.perf_counter() - start) / ticks * 1e6)
     return best
@@ -91,8 +94,9 @@ def measure(name: str, subscribers: int, ticks: int, report: Callable[[str], Non
 
     custom_hub = hub_for(channels, rate, block)
     custom = CustomSignalInfo.from_spec(spec, custom_hub.metainfo)
+    streams = CustomStreams(custom_hub)
     for _ in range(subscribers):
-        custom_hub.subscribe(CustomSubscriber(custom_hub, custom, custom_hub.metainfo, NullSubscriber()))
+        streams.subscribe(custom, NullSubscriber())  # identical requests: one shared filter
     customized = per_tick(custom_hub, ticks)
 
     empty_hub = hub_for(channels, rate, block)

@@ -143,7 +143,7 @@ def _twisted_idle(seconds: float, results: Any) -> None:
 
     from tia.server.clock import MasterClock, best_clock
 
-    clock = MasterClock(Fraction(RATE), lambda tick: None, best_clock(reactor))
+    clock = MasterClock(Fraction(RATE), lambda first, count: None, best_clock(reactor))
     marks: list[tuple[float, int]] = []
 
     def mark() -> None:

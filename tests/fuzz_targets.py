@@ -133,8 +133,8 @@ def event_line(data: bytes) -> None:
 def _server_factory() -> object:
     from support import ramp_config
 
+    from tia.server.hub import StreamHub
     from tia.server.service import TiAServerFactory
-    from tia.server.stream import StreamHub
     from tia.sources import build_source
 
     config = ramp_config(rate=250, blocksize=1, channels=4)
@@ -162,7 +162,8 @@ def server_control(data: bytes) -> None:
         if protocol.tcp_listener is not None:
             protocol.tcp_listener.close()
         protocol.connectionLost(None)
-        factory.hub.subscribers.clear()  # type: ignore[attr-defined]
+        for subscriber in factory.hub.subscribers:  # type: ignore[attr-defined]
+            factory.hub.unsubscribe(subscriber)  # type: ignore[attr-defined]
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -25,8 +25,8 @@ from tia.config import ServerConfig, parse_config
 from tia.protocol.control import ControlMessage, ControlParser
 from tia.protocol.packet import DataPacket, PacketStreamDecoder, decode_packet
 from tia.server.control import TiAControlProtocol
+from tia.server.hub import StreamHub
 from tia.server.service import TiAServerFactory, TiAService
-from tia.server.stream import StreamHub
 from tia.sources import build_source
 from tia.sources.base import ISource
 

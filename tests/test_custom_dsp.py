@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 from scipy import signal
@@ -11,11 +13,13 @@ from tia.protocol.custom import CustomSignalInfo, CustomSpec
 from tia.protocol.packet import DataPacket, decode_packet, encode_header
 from tia.server.custom import (
     PASSBAND_FRACTION,
-    CustomSubscriber,
+    CustomStream,
+    CustomStreams,
     Decimator,
     decimation_filter,
 )
-from tia.server.stream import StreamHub
+from tia.server.hub import StreamHub
+from tia.server.tick import Tick
 from tia.sources import build_source
 
 
@@ -25,8 +29,10 @@ class Collector:
     def __init__(self) -> None:
         self.raw: list[bytes] = []
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        self.raw.append(encode_header(len(body), flags, packet_id, len(self.raw), timestamp) + body)
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        for tick in ticks:
+            body = tick.body
+            self.raw.append(encode_header(len(body), tick.flags, tick.packet_id, len(self.raw), tick.timestamp) + body)
 
     @property
     def packets(self) -> list[DataPacket]:
@@ -38,10 +44,10 @@ def hub_for(text: str) -> StreamHub:
     return StreamHub([build_source(s) for s in config.sources], config.subject)
 
 
-def customized(hub: StreamHub, spec: CustomSpec) -> Collector:
+def customized(hub: StreamHub, spec: CustomSpec, streams: CustomStreams | None = None) -> Collector:
     collector = Collector()
     custom = CustomSignalInfo.from_spec(spec, hub.metainfo)
-    hub.subscribe(CustomSubscriber(hub, custom, hub.metainfo, collector))
+    (streams if streams is not None else CustomStreams(hub)).subscribe(custom, collector)
     return collector
 
 
@@ -139,7 +145,7 @@ def test_sines_through_the_stream_path() -> None:
     hub.subscribe(plain)
     collector = customized(hub, {"eeg": {"downsample": 4}})
     for tick in range(1000):  # 8 s
-        hub.run_tick(tick)
+        hub.run(tick)
     packets = collector.packets
     assert [p.connection_number for p in packets] == list(range(1000))
     assert all(p.signals[1].shape == (6, 2) for p in packets)
@@ -182,7 +188,7 @@ def test_selection_in_the_requested_order_exact() -> None:
     hub = hub_for(RAMP)
     collector = customized(hub, {"eeg": {"channels": [5, 2, 3]}, "bp": {"channels": ["BP2"]}})
     for tick in range(50):
-        hub.run_tick(tick)
+        hub.run(tick)
     for tick, packet in enumerate(collector.packets):
         assert packet.flags == 0x21
         expected = ramp_values(5, tick * 10, 10)
@@ -196,7 +202,7 @@ def test_aperiodic_signals_come_and_go_one_packet_per_tick_regardless() -> None:
     hub.subscribe(plain)
     collector = customized(hub, {"button": {}})
     for tick in range(40):
-        hub.run_tick(tick)
+        hub.run(tick)
     mine, theirs = collector.packets, plain.packets
     assert len(mine) == 40 and [p.connection_number for p in mine] == list(range(40))
     for packet, full in zip(mine, theirs, strict=True):
@@ -215,7 +221,7 @@ def test_packets_match_the_customized_metainfo() -> None:
     meta = CustomSignalInfo.from_spec(spec, hub.metainfo).metainfo(hub.metainfo)
     collector = customized(hub, spec)
     for tick in range(20):
-        hub.run_tick(tick)
+        hub.run(tick)
     for packet in collector.packets:
         for flag, block in packet.signals.items():
             info = meta.signal(flag)
@@ -232,24 +238,43 @@ def test_plain_subscribers_get_the_very_same_bytes() -> None:
     crowded.subscribe(plain)
     customized(crowded, {"bp": {}})
     for tick in range(30):
-        alone.run_tick(tick)
-        crowded.run_tick(tick)
+        alone.run(tick)
+        crowded.run(tick)
     assert plain.raw == reference.raw
 
 
 def test_a_signal_that_stops_is_dropped_and_the_filter_restarts_when_it_returns() -> None:
     hub = hub_for(RAMP)
     collector = Collector()
-    custom = CustomSignalInfo.from_spec({"eeg": {"downsample": 2}, "bp": {}}, hub.metainfo)
-    subscriber = CustomSubscriber(hub, custom, hub.metainfo, collector)
+    stream = CustomStream(CustomSignalInfo.from_spec({"eeg": {"downsample": 2}, "bp": {}}, hub.metainfo), hub.metainfo)
+    stream.add(collector)
     eeg = np.arange(50, dtype=np.float32).reshape(5, 10)
     bp = np.ones((2, 1), dtype=np.float32)
-    hub.current_blocks = [(1, eeg), (0x20, bp)]
-    subscriber.send_tick(0, b"", 0, 0)
-    hub.current_blocks = [(0x20, bp)]  # the eeg source failed for a tick
-    subscriber.send_tick(0, b"", 1, 0)
-    hub.current_blocks = [(1, eeg + 1000), (0x20, bp)]
-    subscriber.send_tick(0, b"", 2, 0)
+    stream.deliver([Tick.from_blocks(0, 0, [(1, eeg), (0x20, bp)])])
+    stream.deliver([Tick.from_blocks(1, 0, [(0x20, bp)])])  # the eeg source failed for a tick
+    stream.deliver([Tick.from_blocks(2, 0, [(1, eeg + 1000), (0x20, bp)])])
     first, missing, back = collector.packets
     assert first.flags == 0x21 and missing.flags == 0x20 and back.flags == 0x21
     np.testing.assert_array_equal(back.signals[1], Decimator(2, 10).process(eeg + 1000))
+
+
+def test_identical_requests_share_one_stream_and_get_the_same_samples() -> None:
+    hub = hub_for(RAMP)
+    streams = CustomStreams(hub)
+    spec: CustomSpec = {"eeg": {"channels": [1, 3], "downsample": 5}}
+    first = customized(hub, spec, streams)
+    for tick in range(10):
+        hub.run(tick)
+    second = customized(hub, spec, streams)
+    other = customized(hub, {"bp": {}}, streams)
+    assert len(streams) == 2 and len(hub.subscribers) == 2  # one filter for both eeg clients
+    for tick in range(10, 20):
+        hub.run(tick)
+    mine = [p.signals[1].tobytes() for p in first.packets[10:]]
+    assert [p.signals[1].tobytes() for p in second.packets] == mine
+    assert [p.connection_number for p in second.packets] == list(range(10))  # numbered per connection
+    assert len(other.packets) == 10
+    custom = CustomSignalInfo.from_spec(spec, hub.metainfo)
+    streams.unsubscribe(custom, first)
+    streams.unsubscribe(custom, second)
+    assert len(streams) == 1 and len(hub.subscribers) == 1  # the last one left: off the hub

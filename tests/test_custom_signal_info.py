@@ -21,7 +21,7 @@ from tia.protocol.custom import (
 )
 from tia.protocol.metainfo import MetaInfo, SignalInfo, Subject
 from tia.protocol.signals import by_name
-from tia.server.custom import CustomSubscriber
+from tia.server.custom import CustomStream
 
 
 def sig(name: str, rate: float, block: int, *labels: str | None) -> SignalInfo:
@@ -410,7 +410,7 @@ def test_udp_group_modes_refuse_custom_info_but_tcp_works(mode: str, peer: str) 
         f"TiA 1.0\nError -- custom signal info cannot be sent over UDP {name}: all UDP clients of this"
         " server share one datagram stream; ask for TCP instead\n\n".encode()
     )
-    assert wire.hub.subscribers == []
+    assert wire.hub.subscribers == ()
     assert wire.command("GetDataConnection:TCP").startswith(b"TiA 1.0\nDataConnectionPort:")
 
 
@@ -427,18 +427,19 @@ def test_unicast_udp_is_customized_and_unsubscribed_on_stop_and_close() -> None:
     wire.command("GetDataConnection:UDP")
     wire.command("StartDataTransmission")
     (subscriber,) = wire.hub.subscribers
-    assert isinstance(subscriber, CustomSubscriber)
-    assert subscriber.target is wire.protocol.udp_destination
+    assert isinstance(subscriber, CustomStream)
+    assert subscriber.targets == (wire.protocol.udp_destination,)
     wire.command("StopDataTransmission")
-    assert wire.hub.subscribers == []
+    assert wire.hub.subscribers == ()
     wire.command("StartDataTransmission")
-    assert wire.hub.subscribers == [subscriber]  # the same filter state object, re-primed on the gap
+    (again,) = wire.hub.subscribers  # a fresh stream, its filter primed afresh after the gap
+    assert isinstance(again, CustomStream) and again.targets == (wire.protocol.udp_destination,)
     wire.protocol.connectionLost(None)
-    assert wire.hub.subscribers == []
+    assert wire.hub.subscribers == ()
 
 
 def test_plain_connection_subscribes_its_own_subscriber() -> None:
     wire = Wire()
     wire.command("GetDataConnection:UDP")
     wire.command("StartDataTransmission")
-    assert wire.hub.subscribers == [wire.protocol.udp_destination]
+    assert wire.hub.subscribers == (wire.protocol.udp_destination,)

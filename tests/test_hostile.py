@@ -43,10 +43,10 @@ from zope.interface import implementer
 
 from tia.config import ConfigError, ServerConfig
 from tia.protocol.control import ControlMessage, ControlParser
-from tia.protocol.packet import PacketStreamDecoder, SampleArray, encode_body
+from tia.protocol.packet import PacketStreamDecoder, SampleArray
 from tia.protocol.signals import by_name
 from tia.server.clock import MasterClock
-from tia.server.data import HOLD_BYTES, TCPDataListener, TCPDataProtocol, UDPSender
+from tia.server.data import TCPDataListener, TCPDataProtocol, UDPSender
 from tia.server.guard import (
     ConnectionGuard,
     RateLimitedLog,
@@ -56,6 +56,7 @@ from tia.server.guard import (
     host_allowed,
 )
 from tia.server.service import ServerStateChannel
+from tia.server.tick import Tick
 from tia.sources import build_source
 from tia.sources.base import ChannelSpec, ISource, SourceSpec
 
@@ -479,7 +480,7 @@ def test_a_closing_data_connection_flushes_then_resets_a_client_that_never_reads
         transport = StringTransport()
         protocol.makeConnection(transport)
         assert transport.producer is protocol
-        protocol.send_tick(1, b"\x00" * 8, 0, 0)
+        protocol.deliver([Tick.from_blocks(0, 0, [(1, np.zeros((1, 1), np.float32))])])
         protocol.close(clock, grace=10)
         assert transport.disconnecting and transport.producer is None  # the buffer goes out first
         if drains:
@@ -653,7 +654,11 @@ def test_stall_policies_on_a_fake_clock() -> None:
     for policy in ("catch-up", "skip"):
         ticks: list[int] = []
         fake = Clock()
-        clock = MasterClock(Fraction(100), ticks.append, fake, policy)
+
+        def produce(first: int, count: int, ticks: list[int] = ticks) -> None:
+            ticks.extend(range(first, first + count))
+
+        clock = MasterClock(Fraction(100), produce, fake, policy)
         clock.start()
         fake.advance(0.0105)
         fake.advance(0.05)  # 5 intervals late: below the threshold, always caught up
@@ -668,7 +673,7 @@ def test_stall_policies_on_a_fake_clock() -> None:
     assert ticks[7:] == [206, 207]  # then the stall was skipped: the ids jump, none repeats
     assert (clock.late_ticks, clock.skipped_ticks) == (4, 199)
     with pytest.raises(ValueError, match="stall_policy"):
-        MasterClock(Fraction(100), ticks.append, Clock(), "rewind")
+        MasterClock(Fraction(100), lambda first, count: None, Clock(), "rewind")
 
 
 def test_udp_send_errors_are_counted_not_fatal() -> None:
@@ -805,37 +810,36 @@ def test_guard_config_keys_and_their_errors() -> None:
         assert f"test.ini [server] {key}:" in str(info.value)
 
 
-def test_a_held_burst_goes_out_in_one_write_with_every_packet_in_order() -> None:
+def one_sample_tick(tick: int) -> Tick:
+    return Tick.from_blocks(tick, tick * 1000, [(1, np.full((1, 1), tick, np.float32))])
+
+
+def test_a_catch_up_batch_goes_out_in_one_write_with_every_packet_in_order() -> None:
     protocol = TCPDataProtocol(1 << 20, lambda _: None)
     transport = StringTransport()
     writes: list[int] = []
     real_write_sequence = transport.writeSequence
     transport.writeSequence = lambda data: (writes.append(len(data)), real_write_sequence(data))[1]  # type: ignore[method-assign]
     protocol.makeConnection(transport)
-    protocol.hold()
-    for tick in range(5):
-        protocol.send_tick(*encode_body([(1, [[float(tick)]])]), tick, tick * 1000)
-    assert transport.value() == b""  # held
-    protocol.release()
+    protocol.deliver([one_sample_tick(tick) for tick in range(5)])
     assert len(writes) == 1
     decoder = PacketStreamDecoder()
     packets = decoder.feed(transport.value())
     assert [(p.packet_id, p.connection_number) for p in packets] == [(t, t) for t in range(5)]
     assert [float(p.signals[1][0, 0]) for p in packets] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    protocol.send_tick(*encode_body([(1, [[5.0]])]), 5, 5000)  # after the burst: a write per packet again
+    protocol.deliver([one_sample_tick(5)])  # on time again: a write per packet
     assert len(writes) == 2
 
 
-def test_a_long_burst_is_written_every_hold_bytes_so_backpressure_still_applies() -> None:
-    protocol = TCPDataProtocol(1 << 30, lambda _: None)
+def test_a_paused_client_drops_within_a_batch_beyond_its_backlog_and_sees_the_gap() -> None:
+    size = 33 + 8  # one packet of one sample
+    protocol = TCPDataProtocol(3 * size, lambda _: None)
     transport = StringTransport()
     protocol.makeConnection(transport)
-    body = b"\x00" * 4000
-    protocol.hold()
-    ticks = 3 * HOLD_BYTES // len(body)
-    for tick in range(ticks):
-        protocol.send_tick(1, body, tick, 0)
-        assert len(transport.value()) <= (tick + 1) * (len(body) + 33)
-        assert (tick + 1) * (len(body) + 33) - len(transport.value()) < HOLD_BYTES  # never more held
-    protocol.release()
-    assert len(transport.value()) == ticks * (len(body) + 33)
+    protocol.pauseProducing()  # the client stopped reading
+    protocol.deliver([one_sample_tick(tick) for tick in range(5)])
+    assert (protocol.packets, protocol.dropped) == (5, 2)
+    protocol.resumeProducing()
+    protocol.deliver([one_sample_tick(5)])
+    numbers = [p.connection_number for p in PacketStreamDecoder().feed(transport.value())]
+    assert numbers == [0, 1, 2, 5]  # 3 and 4 were dropped: the client sees the gap

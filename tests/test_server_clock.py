@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 
 from twisted.internet.task import Clock
@@ -14,7 +12,7 @@ from tia.server.clock import MasterClock, MonotonicClock
 def make(rate: Fraction) -> tuple[MasterClock, Clock, list[int]]:
     ticks: list[int] = []
     fake = Clock()
-    clock = MasterClock(rate, ticks.append, fake)
+    clock = MasterClock(rate, lambda first, count: ticks.extend(range(first, first + count)), fake)
     return clock, fake, ticks
 
 
@@ -59,9 +57,9 @@ def test_fractional_packet_rate() -> None:
 def test_a_raising_tick_does_not_stop_the_clock() -> None:
     seen: list[int] = []
 
-    def on_tick(tick: int) -> None:
-        seen.append(tick)
-        if tick == 2:
+    def on_tick(first: int, count: int) -> None:
+        seen.extend(range(first, first + count))
+        if first == 2:
             raise RuntimeError("boom")
 
     fake = Clock()
@@ -105,19 +103,27 @@ def test_tick_zero_at_start_even_at_a_large_start_time() -> None:
         assert ticks == list(range(11))
 
 
-def test_a_catch_up_runs_inside_one_burst_and_single_ticks_outside() -> None:
-    events: list[object] = []
-
-    @contextmanager
-    def burst() -> Iterator[None]:
-        events.append("hold")
-        yield
-        events.append("release")
-
+def test_a_catch_up_comes_as_one_call_and_single_ticks_one_by_one() -> None:
+    calls: list[tuple[int, int]] = []
     fake = Clock()
-    clock = MasterClock(Fraction(100), events.append, fake, burst=burst)
+    clock = MasterClock(Fraction(100), lambda first, count: calls.append((first, count)), fake)
     clock.start()
     fake.advance(0.01)
-    assert events == [0, 1]  # on time: no burst
+    assert calls == [(0, 1), (1, 1)]  # on time
     fake.advance(0.035)  # three intervals and a half late: ticks 2, 3, 4 at once
-    assert events == [0, 1, "hold", 2, 3, 4, "release"]
+    assert calls == [(0, 1), (1, 1), (2, 3)]
+    assert clock.ticks == 5
+
+
+def test_skip_policy_jumps_over_a_long_stall_and_says_so_in_the_ids() -> None:
+    calls: list[tuple[int, int]] = []
+    fake = Clock()
+    clock = MasterClock(Fraction(100), lambda first, count: calls.append((first, count)), fake, "skip")
+    clock.start()
+    fake.advance(0.01)
+    fake.advance(2.005)  # 200 intervals late
+    assert calls[-1] == (201, 1)
+    assert clock.skipped_ticks == 199
+    fake.advance(0.0035)  # short lateness is still caught up
+    fake.advance(0.01)
+    assert calls[-1][0] + calls[-1][1] == clock.ticks

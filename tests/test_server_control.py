@@ -133,7 +133,7 @@ def test_udp_unicast_announces_a_port_and_streams_to_the_peer() -> None:
     assert wire.protocol.udp_destination.address == ("127.0.0.1", port)
     assert wire.protocol.udp_destination in wire.hub.subscribers
     wire.send(request("StopDataTransmission"))
-    assert wire.hub.subscribers == []
+    assert wire.hub.subscribers == ()
 
 
 def test_udp_off() -> None:
@@ -159,11 +159,11 @@ def test_group_stream_flows_while_any_client_is_started() -> None:
     for protocol in (first.protocol, second_protocol):
         protocol.dataReceived(request("GetDataConnection:UDP") + request("StartDataTransmission"))
     group = first.factory.udp_group
-    assert first.hub.subscribers == [group]
+    assert first.hub.subscribers == (group,)
     first.protocol.dataReceived(request("StopDataTransmission"))
-    assert first.hub.subscribers == [group]
+    assert first.hub.subscribers == (group,)
     second_protocol.connectionLost(None)
-    assert first.hub.subscribers == []
+    assert first.hub.subscribers == ()
 
 
 def test_closing_control_unsubscribes_and_closes_data() -> None:
@@ -171,5 +171,5 @@ def test_closing_control_unsubscribes_and_closes_data() -> None:
     wire.send(request("GetDataConnection:UDP") + request("StartDataTransmission"))
     assert wire.hub.subscribers
     wire.protocol.connectionLost(None)
-    assert wire.hub.subscribers == []
+    assert wire.hub.subscribers == ()
     assert wire.protocol not in wire.factory.controls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -9,20 +10,33 @@ import pytest
 from support import config_from_text, ramp_values
 from zope.interface import implementer
 
-from tia.protocol.packet import SampleArray, decode_packet, encode_header
+from tia.protocol.packet import DataPacket, SampleArray, decode_packet, encode_header
 from tia.protocol.signals import by_name
-from tia.server.stream import HubError, StreamHub
+from tia.server.hub import BATCH_BYTES, HubError, StreamHub
+from tia.server.tick import Tick
 from tia.sources import build_source
 from tia.sources.base import ChannelSpec, ISource, SourceSpec
 
 
 class Collector:
+    """A subscriber that numbers and encodes its packets as a data connection does."""
+
     def __init__(self) -> None:
         self.packets: list[bytes] = []
+        self.ticks: list[Tick] = []
+        self.batches: list[int] = []
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        number = len(self.packets)
-        self.packets.append(encode_header(len(body), flags, packet_id, number, timestamp) + body)
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        self.batches.append(len(ticks))
+        for tick in ticks:
+            number = len(self.packets)
+            self.ticks.append(tick)
+            header = encode_header(len(tick.body), tick.flags, tick.packet_id, number, tick.timestamp)
+            self.packets.append(header + tick.body)
+
+
+def packet_of(tick: Tick) -> DataPacket:
+    return decode_packet(encode_header(len(tick.body), tick.flags, tick.packet_id, 0, tick.timestamp) + tick.body)
 
 
 def hub_for(text: str) -> StreamHub:
@@ -62,7 +76,7 @@ def test_ramp_values_are_exact_tick_by_tick() -> None:
     collector = Collector()
     hub.subscribe(collector)
     for tick in range(150):
-        hub.run_tick(tick)
+        hub.run(tick)
     for tick, raw in enumerate(collector.packets):
         packet = decode_packet(raw)
         assert packet.packet_id == tick
@@ -80,8 +94,7 @@ def test_signals_assembled_by_type_in_flag_order_with_their_own_rates() -> None:
     assert (meta.master_sampling_rate, meta.master_block_size) == (512, 16)
     assert (meta.signal("bp").sampling_rate, meta.signal("bp").block_size) == (64, 2)
     assert (meta.signal("event").sampling_rate, meta.signal("event").block_size) == (32, 1)
-    flags, body = hub.encode_tick(5)
-    packet = decode_packet(encode_header(len(body), flags, 5, 0, 0) + body)
+    packet = packet_of(hub.produce(5))
     eeg_rows = ramp_values(4, 5 * 16, 16)
     np.testing.assert_array_equal(packet.signals[by_name("eeg").flag], [eeg_rows[0], eeg_rows[1], eeg_rows[3]])
     np.testing.assert_array_equal(packet.signals[by_name("eog").flag], [eeg_rows[2]])
@@ -94,8 +107,7 @@ def test_aperiodic_signals_only_in_packets_where_they_change() -> None:
     present = {button: [], event: []}  # type: dict[int, list[int]]
     values = {button: [], event: []}  # type: dict[int, list[float]]
     for tick in range(64):  # two seconds at 32 packets/s
-        flags, body = hub.encode_tick(tick)
-        packet = decode_packet(encode_header(len(body), flags, tick, 0, 0) + body)
+        packet = packet_of(hub.produce(tick))
         for flag in (button, event):
             if flag in packet.signals:
                 present[flag].append(tick)
@@ -108,16 +120,38 @@ def test_aperiodic_signals_only_in_packets_where_they_change() -> None:
     assert values[event] == [7.0, 8.0, 7.0, 8.0, 7.0, 8.0, 7.0]
 
 
-def test_one_encode_per_tick_shared_by_all_subscribers() -> None:
+def test_one_tick_object_and_one_encode_per_tick_shared_by_all_subscribers() -> None:
     hub = hub_for(MIXED)
     first, second = Collector(), Collector()
     hub.subscribe(first)
-    hub.run_tick(0)
+    hub.run(0)
     hub.subscribe(second)
-    hub.run_tick(1)
+    hub.run(1)
     assert decode_packet(second.packets[0]).connection_number == 0
     assert decode_packet(first.packets[1]).connection_number == 1
-    assert first.packets[1][33:] == second.packets[0][33:]
+    assert first.ticks[1] is second.ticks[0]  # the same object, so the same encoded body
+    assert first.ticks[1].body is second.ticks[0].body
+
+
+def test_tick_blocks_are_read_only_views_of_what_is_sent() -> None:
+    hub = hub_for(MIXED)
+    tick = hub.produce(5)
+    packet = packet_of(tick)
+    assert [flag for flag, _ in tick.blocks] == list(packet.signals)
+    for flag, block in tick.blocks:
+        np.testing.assert_array_equal(block, packet.signals[flag])
+        assert not block.flags.writeable
+    assert tick.block(by_name("hr").flag) is None
+
+
+def test_sample_major_layout_sends_each_block_sample_by_sample() -> None:
+    config = config_from_text("[source:eeg]\ndriver = ramp\nrate = 1000\nblocksize = 4\nchannels = 3\ntype = eeg\n")
+    hub = StreamHub([build_source(s) for s in config.sources], sample_order="sample-major")
+    tick = hub.produce(2)
+    expected = np.array(ramp_values(3, 8, 4), dtype=np.float32)
+    samples = np.frombuffer(tick.body, "<f4", offset=4)
+    np.testing.assert_array_equal(samples, expected.T.reshape(-1))  # s1 ch1..ch3, s2 ...
+    np.testing.assert_array_equal(tick.block(1), expected)  # the blocks read back as (channels, block)
 
 
 @implementer(ISource)
@@ -151,7 +185,7 @@ def master() -> SourceSpec:
 
 
 def present_flags(hub: StreamHub, ticks: range) -> list[int]:
-    return [hub.encode_tick(tick)[0] for tick in ticks]
+    return [hub.produce(tick).flags for tick in ticks]
 
 
 def test_stop_signal_policy_drops_only_that_signal() -> None:
@@ -163,8 +197,7 @@ def test_zero_fill_policy_sends_zeros_until_recovery() -> None:
     hub = StreamHub([build_source(master()), Flaky(flaky_spec("zero-fill"), {2, 3})])
     values = []
     for tick in range(5):
-        flags, body = hub.encode_tick(tick)
-        values.append(decode_packet(encode_header(len(body), flags, tick, 0, 0) + body).signals[2][0, 0])
+        values.append(packet_of(hub.produce(tick)).signals[2][0, 0])
     assert values == [0, 1, 0, 0, 4]
 
 
@@ -182,15 +215,15 @@ def test_stop_server_policy_calls_the_fatal_hook() -> None:
 
 def test_a_failing_subscriber_is_dropped_and_others_go_on() -> None:
     class Broken:
-        def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
+        def deliver(self, ticks: Sequence[Tick]) -> None:
             raise RuntimeError("broken pipe")
 
     hub = StreamHub([build_source(master())])
     good = Collector()
     hub.subscribe(Broken())
     hub.subscribe(good)
-    hub.run_tick(0)
-    hub.run_tick(1)
+    hub.run(0)
+    hub.run(1)
     assert len(good.packets) == 2
     assert len(hub.subscribers) == 1
 
@@ -207,28 +240,28 @@ def test_only_aperiodic_sources_are_refused() -> None:
         StreamHub([build_source(spec)])
 
 
-class HoldingCollector(Collector):
-    """Records when it is told to hold and release, as a TCP data connection would batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def hold(self) -> None:
-        self.calls.append("hold")
-
-    def release(self) -> None:
-        self.calls.append(f"release after {len(self.packets)}")
-
-
-def test_a_burst_holds_the_subscribers_that_can_and_leaves_the_others() -> None:
+def test_a_catch_up_reaches_every_subscriber_in_bounded_batches_of_the_same_ticks() -> None:
     hub = hub_for(MIXED)
-    holding, plain = HoldingCollector(), Collector()
-    hub.subscribe(holding)
-    hub.subscribe(plain)
-    with hub.burst():
-        for tick in range(3):
-            hub.run_tick(tick)
-    assert holding.calls == ["hold", "release after 3"]
-    assert holding.packets == plain.packets  # the same packets, tick by tick
-    assert [decode_packet(p).packet_id for p in plain.packets] == [0, 1, 2]
+    first, second = Collector(), Collector()
+    hub.subscribe(first)
+    hub.subscribe(second)
+    hub.run(0)
+    count = 3 * BATCH_BYTES // hub.max_packet_size  # a stall of several batches
+    hub.run(1, count)
+    assert [decode_packet(p).packet_id for p in first.packets] == list(range(count + 1))
+    assert first.batches == second.batches
+    assert first.batches[0] == 1 and len(first.batches) >= 4
+    assert max(first.batches) * hub.max_packet_size <= BATCH_BYTES
+    assert all(a is b for a, b in zip(first.ticks, second.ticks, strict=True))
+    assert hub.ticks_sent == count + 1
+
+
+def test_source_health_shows_each_source_state() -> None:
+    hub = StreamHub([build_source(master()), Flaky(flaky_spec("stop-signal"), {1})])
+    assert [h.state for h in hub.source_health()] == ["streaming", "streaming"]
+    present_flags(hub, range(3))
+    health = hub.source_health()
+    assert [(h.name, h.driver, h.state) for h in health] == [
+        ("eeg", "ramp", "streaming"), ("flaky", "callback", "failed")
+    ]
+    assert health[1].missed_blocks == 0 and health[1].rate_error_ppm is None

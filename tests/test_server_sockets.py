@@ -79,7 +79,7 @@ class TCPStreamingTests(ServerTestCase):
         yield collector.wait_for(5)
         control.transport.loseConnection()
         yield collector.lost
-        self.assertEqual(self.service.hub.subscribers, [])
+        self.assertEqual(self.service.hub.subscribers, ())
 
     @inlineCallbacks
     def test_data_port_accepts_one_connection_only(self) -> Any:

@@ -9,7 +9,7 @@ from support import config_from_text, wait_for
 from tia.config import ConfigError
 from tia.protocol.packet import decode_packet, encode_header
 from tia.protocol.signals import by_name
-from tia.server.stream import StreamHub
+from tia.server.hub import StreamHub
 from tia.sources import build_source
 from tia.sources.brainflow_board import BrainFlowSource
 
@@ -78,7 +78,8 @@ def test_synthetic_board_streams_complete_blocks_through_the_hub() -> None:
 
         def step() -> bool:
             nonlocal tick
-            flags, body = hub.encode_tick(tick)
+            produced = hub.produce(tick)
+            flags, body = produced.flags, produced.body
             tick += 1
             if flags:
                 got.append(decode_packet(encode_header(len(body), flags, tick, 0, 0) + body))
@@ -100,14 +101,15 @@ def test_a_board_that_cannot_be_opened_fails_the_source_and_the_rest_keeps_servi
         "[source:cyton]\ndriver = brainflow\nboard_id = CYTON_BOARD\nserial_port = /dev/tia-no-such-port\n"
         "blocksize = 10\n"
     )
-    hub = StreamHub([build_source(s) for s in config.sources])
+    sources = [build_source(s) for s in config.sources]
+    hub = StreamHub(sources)
     hub.start_sources()
     try:
-        source = hub._states[1].source
+        source = sources[1]
         assert isinstance(source, BrainFlowSource)
         wait_for(lambda: source._failure is not None)
-        flags, _ = hub.encode_tick(0)
+        flags = hub.produce(0).flags
         assert flags == by_name("emg").flag  # stop-signal: the board's signals gone, the rest sent
-        assert hub._states[1].failed
+        assert hub.source_health()[1].state == "failed"
     finally:
         hub.stop_sources()

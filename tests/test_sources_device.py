@@ -15,9 +15,9 @@ from zope.interface import implementer
 
 from tia.protocol.packet import SampleArray, decode_packet, encode_header
 from tia.protocol.signals import by_name
-from tia.server.stream import StreamHub
+from tia.server.hub import StreamHub
 from tia.sources import build_source
-from tia.sources.base import ChannelSpec, ISource, SourceError, SourceSpec
+from tia.sources.base import ChannelSpec, IDeviceClockedSource, ISource, SourceError, SourceSpec
 from tia.sources.device import BufferStats, DeviceBuffer, ProducerSource
 
 
@@ -84,7 +84,7 @@ def test_rate_is_measured_against_nominal(actual: float) -> None:
     assert stats.measured_rate == pytest.approx(actual, rel=2e-4)
 
 
-@implementer(ISource)
+@implementer(IDeviceClockedSource)
 class Scripted:
     """A source returning scripted blocks; ``device_clocked`` as given."""
 
@@ -102,6 +102,9 @@ class Scripted:
     def read(self, tick: int) -> SampleArray | None:
         return np.full((1, 2), tick, dtype=np.float32) if self.present(tick) else None
 
+    def metrics(self) -> dict[str, float | int | bool | None]:
+        return {"dropped": 0, "rate_error_ppm": None}
+
 
 def spec(name: str = "dev", kind: str = "emg", rate: int = 20, block: int = 2, **options: Any) -> SourceSpec:
     return SourceSpec(name, "producer", Fraction(rate), block, (ChannelSpec("a", by_name(kind)),), options)
@@ -113,16 +116,16 @@ def master() -> ISource:
 
 def test_hub_leaves_out_a_device_signal_without_a_block_and_counts_it() -> None:
     hub = StreamHub([master(), Scripted(spec(), True, lambda tick: tick % 3 != 1)])
-    flags = [hub.encode_tick(tick)[0] for tick in range(6)]
+    flags = [hub.produce(tick).flags for tick in range(6)]
     assert flags == [0x3, 0x1, 0x3, 0x3, 0x1, 0x3]
-    assert hub._states[1].missed == 2
-    assert not hub._states[1].failed
+    assert hub.source_health()[1].missed_blocks == 2
+    assert hub.source_health()[1].state != "failed"
 
 
 def test_hub_still_fails_a_periodic_source_that_is_not_device_clocked() -> None:
     hub = StreamHub([master(), Scripted(spec(), False, lambda tick: tick != 1)])
-    assert [hub.encode_tick(tick)[0] for tick in range(3)] == [0x3, 0x1, 0x1]
-    assert hub._states[1].failed
+    assert [hub.produce(tick).flags for tick in range(3)] == [0x3, 0x1, 0x1]
+    assert hub.source_health()[1].state == "failed"
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -205,14 +208,13 @@ def test_a_raising_producer_is_a_source_failure_naming_the_section() -> None:
     def produce(push: Callable[[Any], None], stopping: threading.Event) -> None:
         raise OSError("USB device unplugged")
 
-    hub = StreamHub([master(), ProducerSource(spec("amp", callable=produce))])
+    source = ProducerSource(spec("amp", callable=produce))
+    hub = StreamHub([master(), source])
     hub.start_sources()
     try:
-        source = hub._states[1].source
-        assert isinstance(source, ProducerSource)
         wait_for(lambda: source._failure is not None)
-        assert hub.encode_tick(0)[0] == 0x1  # stop-signal: the rest keeps serving
-        assert hub._states[1].failed
+        assert hub.produce(0).flags == 0x1  # stop-signal: the rest keeps serving
+        assert hub.source_health()[1].state == "failed"
     finally:
         hub.stop_sources()
 
@@ -264,7 +266,8 @@ def test_zero_fill_after_give_up_then_the_device_is_served_again() -> None:
 
         def emg_value() -> float | None:
             nonlocal tick
-            flags, body = hub.encode_tick(tick)
+            produced = hub.produce(tick)
+            flags, body = produced.flags, produced.body
             tick += 1
             signals = decode_packet(encode_header(len(body), flags, tick, 0, 0) + body).signals
             return float(signals[emg][0, 0]) if emg in signals else None
@@ -273,6 +276,6 @@ def test_zero_fill_after_give_up_then_the_device_is_served_again() -> None:
         wait_for(lambda: emg_value() == 0.0)  # given up: zeros, as configured
         resume.set()
         wait_for(lambda: emg_value() == 7.0)  # back: real samples again
-        assert not hub._states[1].failed
+        assert hub.source_health()[1].state != "failed"
     finally:
         hub.stop_sources()

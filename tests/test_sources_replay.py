@@ -12,7 +12,7 @@ from edfio import Bdf, BdfSignal, Edf, EdfAnnotation, EdfSignal
 from tia.config import ConfigError, ServerConfig, load_config
 from tia.protocol.packet import decode_packet, encode_header
 from tia.protocol.signals import by_name
-from tia.server.stream import StreamHub
+from tia.server.hub import StreamHub
 from tia.sources import build_source
 from tia.sources.base import SourceError, SourceFinished
 from tia.sources.replay import ReplaySource
@@ -48,7 +48,8 @@ def hub_of(cfg: ServerConfig, on_fatal: list[str] | None = None) -> StreamHub:
 
 
 def packet(hub: StreamHub, tick: int) -> dict[int, np.ndarray]:
-    flags, body = hub.encode_tick(tick)
+    produced = hub.produce(tick)
+    flags, body = produced.flags, produced.body
     return decode_packet(encode_header(len(body), flags, tick, 0, 0) + body).signals
 
 

@@ -323,7 +323,7 @@ class TLSStreamingTests(TLSCase):
         server = self.server_control(control.transport.getHost().port)
         tcp = server.tcp_data
         self.assertIsNotNone(tcp)
-        self.assertIsNone(tcp._socket)  # packets go through the encrypting transport
+        self.assertFalse(tcp.writes_directly)  # packets go through the encrypting transport
         for protocol in (server, tcp):
             raw = protocol.transport.transport.socket
             self.assertEqual(raw.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)

@@ -21,8 +21,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from tia.config import ConfigError, parse_web_endpoint
+from tia.server.hub import StreamHub
 from tia.server.service import TiAService
-from tia.server.stream import StreamHub
 from tia.sources import build_source
 from tia.tap import Options
 from tia.web import endpoint_interface
@@ -106,7 +106,7 @@ def ramp_hub(interval: str = "0.05") -> StreamHub:
 
 def run_ticks(hub: StreamHub, first: int, count: int) -> None:
     for tick in range(first, first + count):
-        hub.run_tick(tick)
+        hub.run(tick)
 
 
 def expected_buckets(segment: dict[str, Any], factor: int, channel: int) -> list[float]:

@@ -24,7 +24,7 @@ import math
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any, TextIO
 
@@ -34,10 +34,11 @@ from tia.client.blocking import TiAClient, TiAError
 from tia.client.tls import TLSSettings
 from tia.config import LSLOutletConfig
 from tia.protocol.metainfo import MetaInfo, SignalInfo
-from tia.protocol.packet import DataPacket, decode_packet, encode_header
+from tia.protocol.packet import DataPacket
 from tia.protocol.signals import flags_in
 from tia.recording import channel_names, physical_unit
-from tia.server.recorder import QueueSink, Tick
+from tia.server.recorder import QueueSink
+from tia.server.tick import Tick
 from tia.sources.lsl import import_pylsl
 
 __all__ = ["ClockAnchor", "LSLOutletSink", "LSLPublisher", "lsl_type", "republish", "run_client_bridge"]
@@ -159,10 +160,10 @@ class LSLOutletSink(QueueSink):
         self._first: tuple[int, float] | None = None
         self._error_logged_at = -math.inf
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
+    def deliver(self, ticks: Sequence[Tick]) -> None:
         if self._first is None:
-            self._first = (packet_id, time.monotonic())  # the grid's anchor, taken as the tick goes out
-        super().send_tick(flags, body, packet_id, timestamp)
+            self._first = (ticks[0].packet_id, time.monotonic())  # the grid's anchor, taken as the tick goes out
+        super().deliver(ticks)
 
     def opened(self) -> None:
         self.publisher = LSLPublisher(self.pylsl, self.metainfo, self.config.name, self.source_id)
@@ -177,8 +178,7 @@ class LSLOutletSink(QueueSink):
             first_id, sent = self._first
             # Both clocks are monotonic; their offset is read once, here, off the reactor thread.
             self.anchor.set(first_id, sent + (self.pylsl.local_clock() - time.monotonic()))
-        header = encode_header(len(tick.body), tick.flags, tick.packet_id, tick.packet_id, tick.timestamp)
-        packet = decode_packet(header + tick.body)
+        packet = DataPacket(tick.packet_id, tick.packet_id, tick.timestamp, tick.flags, dict(tick.blocks))
         try:
             self.publisher.push(packet, self.anchor(tick.packet_id))
             self.pushed += 1

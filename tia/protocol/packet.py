@@ -8,8 +8,10 @@ packet's variable header afresh, because aperiodic signals come and go.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +26,7 @@ DEFAULT_MAX_PACKET_SIZE = 16 << 20
 MAX_UDP_PAYLOAD = 65507
 
 SampleArray = npt.NDArray[np.float32]
+Buffer = bytes | bytearray | memoryview
 
 
 class PacketError(ValueError):
@@ -76,28 +79,163 @@ class DataPacket:
     __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: unhashable
 
 
-def encode_body(blocks: Sequence[tuple[int, npt.ArrayLike]]) -> tuple[int, bytes]:
-    """Flags and body (variable header + samples) of a packet holding ``blocks``.
+SAMPLE_ORDERS = ("channel-major", "sample-major")
+"""How a signal's samples are laid out in a packet. ``channel-major`` (ch1 s1..sB, ch2 s1..sB, ...)
+is what libtia/SignalServer, pytia and pytiaclient send and read; ``sample-major`` (s1 ch1..chN,
+s2 ...) is how EPFL's eegdev ``tobiia`` plugin reads a block (SPEC section 4). Both are the same
+bytes at block size 1."""
 
-    ``blocks`` are (flag, 2-D array channels x block size); they are put in
-    ascending flag order, each channel's block contiguous.
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+@dataclass(frozen=True)
+class SignalShape:
+    """One signal's place in the packets of a stream: its flag bit and its block's shape."""
+
+    flag: int
+    channels: int
+    block_size: int
+
+    @property
+    def sample_bytes(self) -> int:
+        return 4 * self.channels * self.block_size
+
+
+class PresentSignals:
+    """The signals present in one packet (one value of the flags), laid out once.
+
+    Holds the packet's variable header (channel counts, then block sizes) and
+    where each signal's samples start in the body, so neither is computed per
+    packet. Built by ``BodyLayout`` and cached per flags value.
     """
-    ordered = sorted(blocks, key=lambda item: item[0])
-    flags = 0
-    arrays = []
-    for flag, block in ordered:
-        if flag & flags or flag <= 0 or flag > 0xFFFFFFFF or flag & (flag - 1):
+
+    __slots__ = ("body_size", "flags", "offsets", "shapes", "variable_header")
+
+    def __init__(self, shapes: Sequence[SignalShape]) -> None:
+        self.shapes = tuple(shapes)
+        self.flags = 0
+        for shape in self.shapes:
+            self.flags |= shape.flag
+        self.variable_header = struct.pack(
+            f"<{2 * len(self.shapes)}H",
+            *[s.channels for s in self.shapes],
+            *[s.block_size for s in self.shapes],
+        )
+        offsets = []
+        offset = len(self.variable_header)
+        for shape in self.shapes:
+            offsets.append(offset)
+            offset += shape.sample_bytes
+        self.offsets = tuple(offsets)
+        self.body_size = offset
+
+
+class BodyLayout:
+    """Encodes packet bodies (variable header + samples) for a fixed set of signals.
+
+    A server's signals never change while it runs, so everything but the
+    samples is validated and computed once, here: the wire order, each
+    signal's shape, the variable header of every combination of present
+    signals (an aperiodic signal comes and goes). Per packet, ``encode`` only
+    joins the variable header and the blocks' bytes, one copy in all.
+
+    ``sample_order`` (``SAMPLE_ORDERS``) is the layout of the samples inside
+    each signal; blocks are always given as (channels, block size).
+    """
+
+    def __init__(self, shapes: Sequence[SignalShape], sample_order: str = "channel-major") -> None:
+        if sample_order not in SAMPLE_ORDERS:
+            raise ValueError(f"sample order {sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
+        seen = 0
+        for shape in shapes:
+            flag = shape.flag
+            if flag <= 0 or flag > 0xFFFFFFFF or flag & (flag - 1) or flag & seen:
+                raise ValueError(f"signal flag 0x{flag:x} is not a single, unique bit")
+            if flag < seen:
+                raise ValueError("signals must be given in ascending flag order (the wire order)")
+            if not 0 < shape.channels <= 0xFFFF or not 0 < shape.block_size <= 0xFFFF:
+                raise ValueError(
+                    f"signal 0x{flag:x} has the block shape ({shape.channels}, {shape.block_size}): "
+                    "1..65535 channels x 1..65535 samples"
+                )
+            seen |= flag
+        self.shapes = tuple(shapes)
+        self.sample_order = sample_order
+        self._sample_major = sample_order == "sample-major"
+        self._present: dict[int, PresentSignals] = {}
+        self.complete = self.present(seen)
+
+    @property
+    def max_packet_size(self) -> int:
+        """Bytes of a packet holding every signal."""
+        return FIXED_HEADER_SIZE + self.complete.body_size
+
+    def present(self, flags: int) -> PresentSignals:
+        """The layout of a packet holding the signals in ``flags`` (a subset of this layout's)."""
+        found = self._present.get(flags)
+        if found is None:
+            found = PresentSignals([s for s in self.shapes if s.flag & flags])
+            if found.flags != flags:
+                raise ValueError(f"flags 0x{flags:x} name signals this layout does not have")
+            self._present[flags] = found
+        return found
+
+    def encode(self, blocks: Sequence[SampleArray | None]) -> tuple[PresentSignals, bytes]:
+        """The body of a packet: ``blocks[i]`` is the (channels, block size) float32 block of
+        signal ``i`` of ``shapes``, or None when that signal is absent from this packet.
+
+        The blocks' shapes are not checked again (the server checked its
+        sources' blocks as they were read); a block that is not contiguous,
+        not little-endian float32 or not in the wire's sample order is
+        converted here.
+        """
+        flags = 0
+        parts: list[Any] = []  # arrays are buffers to bytes.join; numpy's stubs do not say so
+        for shape, block in zip(self.shapes, blocks, strict=True):
+            if block is None:
+                continue
+            flags |= shape.flag
+            if self._sample_major:
+                block = block.T
+            if not (block.flags.c_contiguous and block.dtype == np.float32 and _LITTLE_ENDIAN):
+                block = np.ascontiguousarray(block, dtype=SAMPLE_DTYPE)
+            parts.append(block)
+        present = self._present.get(flags) or self.present(flags)
+        return present, b"".join([present.variable_header, *parts])
+
+    def blocks(self, present: PresentSignals, body: Buffer) -> tuple[tuple[int, SampleArray], ...]:
+        """Read-only (channels, block size) views of the samples in ``body``, by flag, in wire order."""
+        views = []
+        for shape, offset in zip(present.shapes, present.offsets, strict=True):
+            samples = np.frombuffer(body, SAMPLE_DTYPE, shape.channels * shape.block_size, offset)
+            if self._sample_major:
+                block = samples.reshape(shape.block_size, shape.channels).T
+            else:
+                block = samples.reshape(shape.channels, shape.block_size)
+            views.append((shape.flag, block))
+        return tuple(views)
+
+
+def encode_body(
+    blocks: Sequence[tuple[int, npt.ArrayLike]], sample_order: str = "channel-major"
+) -> tuple[int, bytes]:
+    """Flags and body (variable header + samples) of one packet holding ``blocks``.
+
+    ``blocks`` are (flag, 2-D array channels x block size), in any order. For
+    one-off packets (tests, tools); a stream encodes through its ``BodyLayout``.
+    """
+    arrays: dict[int, SampleArray] = {}
+    for flag, block in blocks:
+        if flag in arrays:
             raise ValueError(f"signal flag 0x{flag:x} is not a single, unique bit")
-        flags |= flag
         array = np.asarray(block, dtype=SAMPLE_DTYPE)
-        if array.ndim != 2 or not 0 < array.shape[0] <= 0xFFFF or not 0 < array.shape[1] <= 0xFFFF:
+        if array.ndim != 2:
             raise ValueError(f"block of signal 0x{flag:x} has shape {array.shape}")
-        arrays.append(array)
-    count = len(arrays)
-    variable = struct.pack(
-        f"<{2 * count}H", *[a.shape[0] for a in arrays], *[a.shape[1] for a in arrays]
-    )
-    return flags, variable + b"".join(a.tobytes() for a in arrays)
+        arrays[flag] = array
+    flags = sorted(arrays)
+    layout = BodyLayout([SignalShape(f, *arrays[f].shape) for f in flags], sample_order)
+    present, body = layout.encode([arrays[f] for f in flags])
+    return present.flags, body
 
 
 def encode_header(

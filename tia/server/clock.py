@@ -1,8 +1,10 @@
-"""The master clock: a fixed grid of ticks at the packet rate, never skipping one.
+"""The master clock: a fixed grid of ticks at the packet rate.
 
 ``LoopingCall.withCount`` tells how many grid intervals passed since the last
 call; after a stalled reactor we produce every missed tick (count > 1) in
-order, so the long-term packet rate is exact and no sample is lost. The grid
+order, so the long-term packet rate is exact and no sample is lost (unless
+``stall_policy = skip`` asks to jump over a long stall: the packet ids jump
+with it, so every client sees it). The grid
 runs on a monotonic clock, so a wall-clock step cannot burst or stall it.
 
 The reactor's own timers wait in ``epoll_wait``, whose timeout has 1 ms
@@ -27,7 +29,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from fractions import Fraction
 from typing import Any, NamedTuple, cast
 
@@ -345,19 +346,21 @@ def best_clock(reactor: IReactorTime) -> IReactorTime:
 
 
 class MasterClock:
-    """Calls ``on_tick(n)`` for n = 0, 1, 2, ... at ``packet_rate`` ticks per second."""
+    """Calls ``on_ticks(first, count)`` for ticks 0, 1, 2, ... at ``packet_rate`` ticks per second.
+
+    ``count`` is 1 but after a stalled reactor, when every missed tick comes at
+    once (catch-up), or the grid jumps over them (``stall_policy = skip``).
+    """
 
     def __init__(
-        self, packet_rate: Fraction, on_tick: Callable[[int], None], clock: IReactorTime,
-        stall_policy: str = "catch-up", burst: Callable[[], AbstractContextManager[None]] | None = None,
+        self, packet_rate: Fraction, on_ticks: Callable[[int, int], None], clock: IReactorTime,
+        stall_policy: str = "catch-up",
     ) -> None:
-        """``burst``: entered around the ticks of one catch-up (``StreamHub.burst``)."""
         if stall_policy not in STALL_POLICIES:
             raise ValueError(f"stall_policy {stall_policy!r} is not one of {', '.join(STALL_POLICIES)}")
         self.packet_rate = packet_rate
         self.interval = float(1 / packet_rate)
-        self._on_tick = on_tick
-        self._burst = burst
+        self._on_ticks = on_ticks
         self.stall_policy = stall_policy
         self.ticks = 0
         self.late_ticks = 0
@@ -405,21 +408,12 @@ class MasterClock:
                         "reactor stalled for {seconds:.3f} s; catching up {count} ticks",
                         seconds=missed * self.interval, count=missed,
                     )
-        if count > 1 and self._burst is not None:
-            with self._burst():
-                self._run(count)
-        else:
-            self._run(count)  # the usual single tick: no context to enter
-
-    def _run(self, count: int) -> None:
-        for _ in range(count):
-            tick = self.ticks
-            self.ticks += 1
-            try:
-                self._on_tick(tick)
-            except Exception:
-                log.failure("tick {tick} failed; the clock goes on", tick=tick)
+        first = self.ticks
+        self.ticks += count
+        try:
+            self._on_ticks(first, count)
+        except Exception:
+            log.failure("ticks {first}..{last} failed; the clock goes on", first=first, last=first + count - 1)
 
     def _loop_died(self, failure: Failure) -> None:
         log.failure("the master clock stopped unexpectedly", failure=failure)
-

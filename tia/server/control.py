@@ -38,14 +38,12 @@ from tia.protocol.control import (
     build_message,
 )
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
-from tia.server.custom import CustomSubscriber
 from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
 from tia.server.guard import RequestBudget, harden_tcp, is_tls
 from tia.server.recorder import control_handlers
 
 if TYPE_CHECKING:
     from tia.server.service import TiAServerFactory
-    from tia.server.stream import Subscriber
 
 log = Logger()
 
@@ -67,7 +65,6 @@ class TiAControlProtocol(Protocol):
         self.udp_destination: UDPDestination | None = None
         self.custom: CustomSignalInfo | None = None
         self._custom_metainfo_reply: bytes | None = None
-        self._custom_subscriber: CustomSubscriber | None = None
         self.asked_state = False
         self.requests = 0
         self.closed: Deferred[None] = Deferred()
@@ -331,14 +328,14 @@ class TiAControlProtocol(Protocol):
         log.info("client {peer} customized its signals: {custom}", peer=self.peer_host, custom=custom.describe())
         return OK_REPLY
 
-    def _subscriber(self, target: TCPDataProtocol | UDPDestination) -> Subscriber:
-        """What the hub feeds for ``target``: itself, or a wrapper customizing its stream."""
-        if self.custom is None or self._custom_metainfo_reply is None:
-            return target
-        if self._custom_subscriber is None or self._custom_subscriber.target is not target:
+    def _feed(self, target: TCPDataProtocol | UDPDestination, streaming: bool) -> None:
+        """Start or stop feeding ``target``: the server's stream, or this connection's customization of it."""
+        if self.custom is not None and self._custom_metainfo_reply is not None:
+            streams = self.server.custom_streams
+            (streams.subscribe if streaming else streams.unsubscribe)(self.custom, target)
+        else:
             hub = self.server.hub
-            self._custom_subscriber = CustomSubscriber(hub, self.custom, hub.metainfo, target)
-        return self._custom_subscriber
+            (hub.subscribe if streaming else hub.unsubscribe)(target)
 
     # ------------------------------------------------------------ data plumbing
 
@@ -352,7 +349,7 @@ class TiAControlProtocol(Protocol):
         self._update_subscription()
 
     def _tcp_data_lost(self, protocol: TCPDataProtocol) -> None:
-        self.server.hub.unsubscribe(self._subscriber(protocol))
+        self._feed(protocol, False)
         if self.tcp_data is protocol:
             self.tcp_data = None
         log.info(
@@ -361,13 +358,12 @@ class TiAControlProtocol(Protocol):
         )
 
     def _update_subscription(self) -> None:
-        hub = self.server.hub
         if self.udp_destination is not None and self.udp_destination is self.server.udp_group:
             self.server.set_group_member(self, self.started)
         elif self.udp_destination is not None:
-            (hub.subscribe if self.started else hub.unsubscribe)(self._subscriber(self.udp_destination))
+            self._feed(self.udp_destination, self.started)
         if self.tcp_data is not None:
-            (hub.subscribe if self.started else hub.unsubscribe)(self._subscriber(self.tcp_data))
+            self._feed(self.tcp_data, self.started)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         for timer in (self._idle_timer, self._linger_timer):

@@ -1,11 +1,12 @@
-"""The DSP half of custom signal info: channel selection and anti-aliased decimation per connection.
+"""The DSP half of custom signal info: channel selection and anti-aliased decimation, once per customization.
 
 Only connections that asked for a customization pay for it. The hub still
-encodes each tick once for everybody else; a ``CustomSubscriber`` sits between
-the hub and one client's real subscriber (``TCPDataProtocol`` or a unicast
-``UDPDestination``), reads the tick's raw blocks from ``hub.current_blocks``
-(nothing is decoded), selects and decimates them, encodes its own body and
-hands it on. The real subscriber still adds its own header and numbering.
+encodes each tick once for everybody else; a ``CustomStream`` sits between
+the hub and the real subscribers of the connections that asked for one
+customization (``TCPDataProtocol`` or a unicast ``UDPDestination``), takes
+the tick's blocks from ``tick.blocks`` (nothing is decoded), selects and
+decimates them once for all those connections, encodes its own body and
+hands it on. The real subscribers still add their own header and numbering.
 
 Decimation by ``M``: a linear-phase FIR low-pass (Kaiser window, designed once
 per factor) keeps 0.8 x the new Nyquist frequency within 0.035 dB and attenuates
@@ -17,8 +18,8 @@ decimated samples sit on original indices ``k * M`` of the global sample count
 packet timestamp still names the block's first sample. The filter's group
 delay, ``(taps - 1) / 2`` input samples (59 samples for M = 4, 235 for M = 16),
 is not compensated: a customized stream lags the plain one by that much. The
-state (the last ``taps - 1`` input samples per channel) is kept per connection
-and signal, so blocks join seamlessly; at the start, and after a gap in the
+state (the last ``taps - 1`` input samples per channel) is kept per customized
+stream and signal, so blocks join seamlessly; at the start, and after a gap in the
 ticks (Stop then Start), it is primed with the first sample, as if the signal
 had been constant before, which avoids a start-up ramp from zero.
 """
@@ -27,18 +28,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from tia.protocol.custom import CustomSignal, CustomSignalInfo
 from tia.protocol.metainfo import MetaInfo
-from tia.protocol.packet import SampleArray, encode_body
-from tia.server.stream import HoldingSubscriber
+from tia.protocol.packet import BodyLayout, SampleArray, SignalShape
+from tia.server.tick import Subscriber, Tick, fan_out
 
 if TYPE_CHECKING:
-    from tia.server.stream import Subscriber
+    from tia.server.hub import StreamHub
 
 PASSBAND_FRACTION = 0.8
 """Up to this fraction of the new Nyquist frequency the gain is flat (ripple <= 0.035 dB)."""
@@ -142,7 +143,7 @@ class Decimator:
 
 
 class _SignalPlan:
-    """One signal of one customized connection: which rows, and its decimator if any."""
+    """One signal of a customization: which rows, and its decimator if any."""
 
     def __init__(self, custom: CustomSignal, num_channels: int, block_size: int) -> None:
         self.flag = custom.flag
@@ -162,50 +163,84 @@ class _SignalPlan:
             self.decimator.reset()
 
 
-class BlockSource(Protocol):
-    """What a custom subscriber reads: the blocks of the tick being sent (the ``StreamHub``)."""
+class CustomStream:
+    """One customization of the stream, shared by every connection that asked for exactly it.
 
-    @property
-    def current_blocks(self) -> Sequence[tuple[int, SampleArray]]: ...
-
-
-class CustomSubscriber:
-    """Wraps one client's subscriber and sends it the customized stream instead of the shared body.
-
-    One packet per tick, as for everybody (an empty one if none of its signals
-    is present in that tick), so its packet rate and numbering stay the master's.
+    A hub subscriber while it has targets: per tick it selects and decimates
+    the blocks once (one filter state per signal, whoever listens), encodes its
+    own body once, and delivers its own ``Tick`` to each target (a
+    ``TCPDataProtocol`` or a unicast ``UDPDestination``), which adds its header
+    and numbering as for the plain stream. One packet per tick, as for
+    everybody (an empty one if none of its signals is present in that tick),
+    so packet rate and numbering stay the master's.
     """
 
-    def __init__(
-        self, hub: BlockSource, custom: CustomSignalInfo, server: MetaInfo, target: Subscriber
-    ) -> None:
-        self.hub = hub
+    def __init__(self, custom: CustomSignalInfo, server: MetaInfo, sample_order: str = "channel-major") -> None:
         self.custom = custom
-        self.target = target
-        self._plans = []
+        self.metainfo = custom.metainfo(server)
+        self.targets: tuple[Subscriber, ...] = ()
+        plans = []
         for wanted in custom.signals:
             signal = server.signal(wanted.flag)
-            self._plans.append(_SignalPlan(wanted, signal.num_channels, signal.block_size))
+            plans.append(_SignalPlan(wanted, signal.num_channels, signal.block_size))
+        self._plans = sorted(plans, key=lambda plan: plan.flag)  # the wire order of the layout
+        self.layout = BodyLayout(
+            [SignalShape(s.flag, s.num_channels, s.block_size) for s in self.metainfo.signals], sample_order
+        )
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        present = dict(self.hub.current_blocks)
-        blocks: list[tuple[int, SampleArray]] = []
+    def customize(self, tick: Tick) -> Tick:
+        """This customization of ``tick``: the wanted channels, decimated, in a body of its own."""
+        blocks: list[SampleArray | None] = []
         for plan in self._plans:
-            block = present.get(plan.flag)
+            block = tick.block(plan.flag)
             if block is None:
                 plan.missing()
+                blocks.append(None)
             else:
-                blocks.append((plan.flag, plan.apply(block, packet_id)))
-        custom_flags, custom_body = encode_body(blocks)
-        self.target.send_tick(custom_flags, custom_body, packet_id, timestamp)
+                blocks.append(plan.apply(block, tick.packet_id))
+        present, body = self.layout.encode(blocks)
+        return Tick(tick.packet_id, tick.timestamp, present, body, self.layout)
 
-    def hold(self) -> None:
-        if isinstance(self.target, HoldingSubscriber):
-            self.target.hold()
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        customized = [self.customize(tick) for tick in ticks]
+        for failed in fan_out(self.targets, customized):
+            self.remove(failed)
 
-    def release(self) -> None:
-        if isinstance(self.target, HoldingSubscriber):
-            self.target.release()
+    def add(self, target: Subscriber) -> None:
+        if target not in self.targets:
+            self.targets = (*self.targets, target)
+
+    def remove(self, target: Subscriber) -> None:
+        self.targets = tuple(t for t in self.targets if t is not target)
 
     def __repr__(self) -> str:
-        return f"<CustomSubscriber {self.custom.describe()} for {self.target!r}>"
+        return f"<CustomStream {self.custom.describe()} for {len(self.targets)} connections>"
+
+
+class CustomStreams:
+    """The customized streams of one server: one per distinct customization, subscribed to the
+    hub while at least one connection receives it."""
+
+    def __init__(self, hub: StreamHub) -> None:
+        self.hub = hub
+        self._streams: dict[CustomSignalInfo, CustomStream] = {}
+
+    def subscribe(self, custom: CustomSignalInfo, target: Subscriber) -> None:
+        """``target`` receives the stream customized by ``custom`` from the next tick on."""
+        stream = self._streams.get(custom)
+        if stream is None:
+            stream = self._streams[custom] = CustomStream(custom, self.hub.metainfo, self.hub.layout.sample_order)
+        stream.add(target)
+        self.hub.subscribe(stream)
+
+    def unsubscribe(self, custom: CustomSignalInfo, target: Subscriber) -> None:
+        stream = self._streams.get(custom)
+        if stream is None:
+            return
+        stream.remove(target)
+        if not stream.targets:
+            self.hub.unsubscribe(stream)
+            del self._streams[custom]
+
+    def __len__(self) -> int:
+        return len(self._streams)

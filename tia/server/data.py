@@ -9,12 +9,10 @@ at most ``backlog_bytes`` before further packets are dropped.
 
 from __future__ import annotations
 
-import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -29,20 +27,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
+from tia.server.fastpath import DirectWriter
 from tia.server.guard import RateLimitedLog, harden_tcp
+from tia.server.tick import Tick
 
 log = Logger()
 _refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
-
-# Up to this body size, ``send(header + body)`` beats ``sendmsg((header, body))``
-# (measured: 2.9 vs 4.6 us for 289-byte packets on loopback).
-SMALL_PACKET_BYTES = 16 * 1024
-
-# While the master clock catches up several ticks at once, a connection holds their packets
-# and writes them together (one syscall instead of one per tick, exactly when the server is
-# behind); at the latest when this many bytes are held, so backpressure still sees a slow
-# client within the burst.
-HOLD_BYTES = 64 * 1024
 
 # Seconds a closing data connection may take to hand over what is buffered (at most the
 # backlog) before it is reset: a client that stopped reading would hold it open for ever.
@@ -62,27 +52,46 @@ class TCPDataProtocol(Protocol):
         self._paused_bytes = 0
         self._dropped_this_pause = 0
         self.peer = "?"
-        self._socket: socket.socket | None = None
+        self._writer: DirectWriter | None = None
         self._abort_timer: IDelayedCall | None = None
-        self._held: list[bytes] | None = None  # between hold() and release(): the burst's packets
-        self._held_bytes = 0
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             harden_tcp(self.transport)  # a vanished client is dropped, not streamed into for hours
-        if isinstance(self.transport, tcp.Connection):
-            # The fast path reads this class's own buffer fields; a wrapping transport (TLS)
-            # would forward ``socket`` to the connection beneath and skip its own layer.
-            self._socket = self.transport.socket
+        self._writer = DirectWriter.for_transport(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
+    @property
+    def writes_directly(self) -> bool:
+        """Whether packets may bypass Twisted's buffer (``tia.server.fastpath``): only on its own
+        plain TCP connections, never through TLS or another wrapping transport."""
+        return self._writer is not None
+
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        """One packet per tick, numbered on this connection; a catch-up batch in one write."""
+        if len(ticks) == 1:
+            tick = ticks[0]
+            header = self._header(tick)
+            if header is not None:
+                self._write(header, tick.body)
+            return
+        parts: list[bytes] = []
+        for tick in ticks:
+            header = self._header(tick)
+            if header is not None:
+                parts += (header, tick.body)
+        if parts:
+            self._write(b"", b"".join(parts))
+
+    def _header(self, tick: Tick) -> bytes | None:
+        """This connection's header for ``tick``, or None when the client is too far behind."""
         number = self.packets
         self.packets = number + 1
+        body = tick.body
         if self.paused:
             size = FIXED_HEADER_SIZE + len(body)
             if self._paused_bytes + size > self.backlog_bytes:
@@ -93,59 +102,16 @@ class TCPDataProtocol(Protocol):
                         "connection packet number {number} on", peer=self.peer, number=number,
                     )
                 self._dropped_this_pause += 1
-                return
+                return None
             self._paused_bytes += size
-        header = encode_header(len(body), flags, packet_id, number, timestamp)
-        if self._held is not None:
-            self._held += (header, body)
-            self._held_bytes += FIXED_HEADER_SIZE + len(body)
-            if self._held_bytes >= HOLD_BYTES:
-                self._write_held()
-            return
-        self._write(header, body)
-
-    def hold(self) -> None:
-        """Keep the packets of the ticks that follow, until ``release``: a catch-up burst."""
-        if self._held is None:
-            self._held, self._held_bytes = [], 0
-
-    def release(self) -> None:
-        """Write what was held in one go and go back to a write per packet."""
-        if self._held is not None:
-            self._write_held()
-            self._held = None
-
-    def _write_held(self) -> None:
-        held, self._held, self._held_bytes = self._held, [], 0
-        if held:
-            self._write(b"", b"".join(held))
+        return encode_header(len(body), tick.flags, tick.packet_id, number, tick.timestamp)
 
     def _write(self, header: bytes, body: bytes) -> None:
-        """``header`` then ``body`` to the client, straight to the kernel whenever Twisted holds nothing."""
-        transport: Any = self.transport
-        if self._socket is not None and not transport._tempDataLen and transport.offset == len(
-            transport.dataBuffer
-        ) and transport.connected and not transport.disconnecting:
-            # Fast path: nothing queued in Twisted, so hand the packet straight to the
-            # kernel; this skips two epoll_ctl calls and Twisted's buffer bookkeeping per
-            # packet. Whatever the kernel does not take goes through Twisted as usual,
-            # so ordering, backpressure (pauseProducing) and error handling are unchanged.
-            try:
-                # a copy is cheaper than sendmsg's iovec for the usual small packets
-                if len(body) <= SMALL_PACKET_BYTES:
-                    sent = self._socket.send(header + body)
-                else:
-                    sent = self._socket.sendmsg((header, body))
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR):
-                    transport.writeSequence((header, body))  # let Twisted see and report the error
-                    return
-                sent = 0
-            size = len(header) + len(body)
-            if sent < size:
-                transport.write((header + body)[sent:])
-            return
-        transport.writeSequence((header, body))
+        if self._writer is not None:
+            self._writer.write(header, body)
+        else:
+            assert self.transport is not None
+            self.transport.writeSequence((header, body))
 
     def pauseProducing(self) -> None:
         # Twisted calls this on every write while its buffer is full: count from the first
@@ -290,10 +256,14 @@ class UDPDestination:
         self.packets = 0
         self.users = 0
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        number = self.packets
-        self.packets = number + 1
-        self.sender.send(encode_header(len(body), flags, packet_id, number, timestamp) + body, self.address)
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        """One datagram per tick, numbered for this destination."""
+        for tick in ticks:
+            number = self.packets
+            self.packets = number + 1
+            body = tick.body
+            header = encode_header(len(body), tick.flags, tick.packet_id, number, tick.timestamp)
+            self.sender.send(header + body, self.address)
 
     def __repr__(self) -> str:
         return f"<UDPDestination {self.address[0]}:{self.address[1]}>"

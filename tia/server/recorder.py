@@ -1,8 +1,8 @@
 """Server-side sinks: recording what the server sends, off the reactor thread.
 
 A sink is one more subscriber of the stream hub. On the reactor thread its
-``send_tick`` only puts the tick's already-encoded body (immutable bytes, so
-nothing to copy and nothing a source could change later) on a bounded queue;
+``deliver`` only puts the ticks (immutable, so nothing to copy and nothing a
+source could change later) on a bounded queue;
 a worker thread of its own does the disk or network work. When the worker
 falls behind by more than the queue holds, ticks are dropped, counted and
 logged (rate-limited): a sink never delays the network clients.
@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -61,11 +61,12 @@ from tia.protocol.control import (
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
 from tia.protocol.packet import DataPacket, PacketError, PacketStreamDecoder, encode_header
 from tia.recording import Recorder, RecordingError, channel_names, physical_unit
+from tia.server.tick import Tick
 
 if TYPE_CHECKING:
     from tia.config import ServerConfig
     from tia.server.control import TiAControlProtocol
-    from tia.server.stream import StreamHub
+    from tia.server.hub import StreamHub
 
 __all__ = [
     "GET_RECORDING_STATE",
@@ -78,7 +79,6 @@ __all__ = [
     "RecordingManager",
     "RecordingSink",
     "ServerSinks",
-    "Tick",
     "control_handlers",
     "convert_raw",
     "open_raw",
@@ -104,15 +104,6 @@ RECORDING_STATE = "RecordingState"
 Opener = Callable[[Path], IO[bytes]]
 
 
-class Tick(NamedTuple):
-    """One tick as the hub sent it; every field is immutable."""
-
-    packet_id: int
-    timestamp: int
-    flags: int
-    body: bytes
-
-
 _STOP = object()
 
 
@@ -121,7 +112,7 @@ class QueueSink:
 
     Subclasses implement ``opened`` (first thing in the thread), ``handle``
     (one tick), ``idle`` (after each tick and at least every
-    ``idle_seconds``) and ``closing`` (after the last tick). ``send_tick``
+    ``idle_seconds``) and ``closing`` (after the last tick). ``deliver``
     never blocks: a full queue drops the tick, counts it in ``dropped`` and
     logs at most once per ``DROP_LOG_INTERVAL``.
     """
@@ -143,21 +134,25 @@ class QueueSink:
 
     # ---------------------------------------------------------------- reactor thread
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        try:
-            self._queue.put_nowait(Tick(packet_id, timestamp, flags, body))
-        except queue.Full:
-            self.dropped += 1
-            self._drops_unlogged += 1
-            now = time.monotonic()
-            if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
-                log.warn(
-                    "{sink}: queue full ({capacity} packets), dropped {count} packets "
-                    "({total} so far); the disk or network behind it is too slow",
-                    sink=self.name, capacity=self.capacity, count=self._drops_unlogged, total=self.dropped,
-                )
-                self._drop_logged_at = now
-                self._drops_unlogged = 0
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        for tick in ticks:
+            try:
+                self._queue.put_nowait(tick)
+            except queue.Full:
+                self._dropped_one()
+
+    def _dropped_one(self) -> None:
+        self.dropped += 1
+        self._drops_unlogged += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            log.warn(
+                "{sink}: queue full ({capacity} packets), dropped {count} packets "
+                "({total} so far); the disk or network behind it is too slow",
+                sink=self.name, capacity=self.capacity, count=self._drops_unlogged, total=self.dropped,
+            )
+            self._drop_logged_at = now
+            self._drops_unlogged = 0
 
     def start(self) -> None:
         """Start the worker thread (once)."""
@@ -396,10 +391,10 @@ class RecordingSink(QueueSink):
         rate = self.metainfo.master_sampling_rate / self.metainfo.master_block_size
         return (self.last_packet_id - self.first_packet_id + 1) / rate
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
+    def deliver(self, ticks: Sequence[Tick]) -> None:
         if self._first_wall is None:
             self._first_wall = time.time()  # the wall clock of the first recorded packet
-        super().send_tick(flags, body, packet_id, timestamp)
+        super().deliver(ticks)
 
     # -- worker thread
 

@@ -31,10 +31,11 @@ from tia.config import ServerConfig
 from tia.protocol.control import SERVER_STATE_RUNNING, SERVER_STATE_SHUTDOWN, Command, build_message
 from tia.server.clock import MasterClock, best_clock
 from tia.server.control import TiAControlProtocol
+from tia.server.custom import CustomStreams
 from tia.server.data import UDPDestination, UDPSender
 from tia.server.guard import ConnectionGuard, RefusalProtocol, exposure_warning, harden_tcp
+from tia.server.hub import StreamHub
 from tia.server.recorder import RecordingManager, ServerSinks
-from tia.server.stream import StreamHub
 from tia.sources import build_source
 from tia.sources.base import ISource
 
@@ -125,6 +126,7 @@ class TiAServerFactory(ServerFactory):
         self.controls: set[TiAControlProtocol] = set()
         self.recording: RecordingManager | None = None  # [recording]; TiAService sets it
         self.metainfo_reply = build_message(Command.METAINFO, content=hub.metainfo.to_xml())
+        self.custom_streams = CustomStreams(hub)  # SetCustomSignalInfo: one stream per distinct request
         per_second = float(hub.packet_rate) * hub.max_packet_size
         self.backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * hub.max_packet_size)
         self.guard = ConnectionGuard(config.allow, config.max_connections, config.max_connections_per_host)
@@ -194,9 +196,7 @@ class TiAService(MultiService):
         self._own_clock: IReactorTime | None = None  # built here, so released here
         if clock is None:
             clock = self._own_clock = best_clock(reactor)
-        self.clock = MasterClock(
-            self.hub.packet_rate, self.hub.run_tick, clock, config.stall_policy, burst=self.hub.burst
-        )
+        self.clock = MasterClock(self.hub.packet_rate, self.hub.run, clock, config.stall_policy)
         self.factory = TiAServerFactory(config, self.hub, reactor)
         self.sinks = ServerSinks(config, self.hub, reactor)  # [recording], [lsl]: work off the reactor thread
         self.factory.recording = self.sinks.recording

@@ -86,6 +86,12 @@ class ISource(Interface):
     """A provider of samples, polled once per master tick on the reactor thread."""
 
     spec = Attribute("The SourceSpec this source was built from.")
+    device_clocked = Attribute(
+        "False for a source that computes or reads each block when asked (synthetic waves, files, "
+        "callbacks). True for one fed at its device's own pace through a buffer: it also provides "
+        "IDeviceClockedSource, and its read() may return None on a periodic signal when no complete "
+        "block is buffered yet (the signal is absent from that packet, never invented)."
+    )
 
     def start() -> None:
         """Acquire what the source needs (device, file); raise SourceError if it cannot."""
@@ -98,6 +104,14 @@ class ISource(Interface):
         or ``None`` for an aperiodic source whose value did not change (or for a
         periodic source with ``device_clocked = True`` that has no complete block
         yet). Raises ``SourceFinished`` at the end of its data."""
+
+
+class IDeviceClockedSource(ISource):
+    """A source with ``device_clocked = True`` (``tia.sources.device.DeviceSource``)."""
+
+    def metrics() -> dict[str, float | int | bool | None]:
+        """Its buffer's counters: ``dropped`` (samples discarded beyond ``max_latency``),
+        ``rate_error_ppm`` (measured rate against the nominal one, None until known), ..."""
 
 
 class BlockShapeError(SourceError):

@@ -39,6 +39,8 @@ def resolve_callable(reference: str) -> SampleCallback:
 
 @implementer(ISource)
 class CallbackSource:
+    device_clocked = False
+
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         function = spec.options.get("callable")

@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tia.protocol.packet import SampleArray
-from tia.sources.base import ISource, OptionError, SourceError, SourceSpec
+from tia.sources.base import IDeviceClockedSource, ISource, OptionError, SourceError, SourceSpec
 
 log = Logger()
 
@@ -223,7 +223,7 @@ class DeviceBuffer:
             )
 
 
-@implementer(ISource)
+@implementer(IDeviceClockedSource)
 class DeviceSource:
     """Base of sources fed by their own thread: a buffer, loss detection and reports.
 

@@ -23,6 +23,8 @@ from tia.sources.base import ISource, SourceSpec
 
 @implementer(ISource)
 class CounterSource:
+    device_clocked = False
+
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         self.step = float(spec.options.get("step", 1.0))  # type: ignore[arg-type]

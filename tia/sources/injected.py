@@ -73,6 +73,8 @@ def parse_line(line: str) -> tuple[str | None, list[float]]:
 class InjectedEventSource:
     """An aperiodic source whose values come from ``inject`` (the events endpoint)."""
 
+    device_clocked = False
+
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         if not spec.aperiodic:

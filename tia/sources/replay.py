@@ -385,6 +385,8 @@ def annotation_codes(texts: Sequence[str], mapping: Mapping[str, float]) -> dict
 class ReplaySource:
     """Samples (or annotations) of a file, block ``t`` = file samples ``t * B`` .. ``(t + 1) * B - 1``."""
 
+    device_clocked = False
+
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         self.path, self.format, self.speed, self.on_end, self.delimiter = _options(spec.options)

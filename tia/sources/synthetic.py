@@ -127,6 +127,8 @@ class SyntheticSource:
     period up front and then sliced, so a 64-channel sine costs a copy per tick.
     """
 
+    device_clocked = False
+
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
         self._wave = WAVES[spec.driver](spec)
@@ -168,6 +170,8 @@ class EventSource:
     Aperiodic by nature: a packet carries the ``event`` signal only on the tick
     an event occurs, first at ``interval`` after the server starts.
     """
+
+    device_clocked = False
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec

@@ -1,8 +1,8 @@
 """The live display feed: a hub tap, display decimation, and lossy per-browser delivery.
 
 The streaming path must not notice a browser. So the tap the hub calls per tick
-only copies that tick's raw blocks (``hub.current_blocks``) into a list, which
-costs microseconds; everything else happens in a ``LoopingCall`` at the display
+only keeps that tick's blocks (``tick.blocks``, read-only views of its body) in
+a list, which costs microseconds; everything else happens in a ``LoopingCall`` at the display
 frame rate (25 Hz by default) on the reactor: the pending samples are reduced
 to a min/max pair per display bucket (about ``BUCKETS_PER_SECOND`` buckets a
 second, so a spike of one sample still shows, as in a scope's peak-detect
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,8 @@ from tia.protocol.metainfo import SignalInfo
 from tia.protocol.packet import SampleArray
 
 if TYPE_CHECKING:
-    from tia.server.stream import StreamHub
+    from tia.server.hub import StreamHub
+    from tia.server.tick import Tick
 
 log = Logger()
 
@@ -76,7 +77,7 @@ class _Trace:
             self.segments.clear()  # the frame loop has not run for seconds: show the newest only
             self.blocks.clear()
             self.pending, self.start = 0, first
-        self.blocks.append(block.copy())  # a source may reuse its buffer after the tick
+        self.blocks.append(block)  # a read-only view of the tick's body: nothing can change it
         self.pending += block.shape[1]
         self.next = first + block.shape[1]
 
@@ -177,20 +178,22 @@ class DisplayTap:
             })
         return {"packet_rate": self.packet_rate, "frame_rate": FRAME_RATE, "signals": signals}
 
-    def send_tick(self, flags: int, body: bytes, packet_id: int, timestamp: int) -> None:
-        for flag, block in self.hub.current_blocks:
-            trace = self._traces.get(flag)
-            if trace is not None:
-                trace.add(packet_id, block)
-            elif flag in self._marker_signals and len(self._markers) < MAX_MARKERS_PER_FRAME:
-                name, labels = self._marker_signals[flag]
-                values = block[:, 0].tolist()
-                if len(values) == 1:
-                    text = f"{values[0]:g}"
-                else:
-                    text = ", ".join(f"{label}={value:g}" for label, value in zip(labels, values, strict=False))
-                self._markers.append({"t": packet_id / self.packet_rate, "type": name, "text": text})
-        self.last_tick = packet_id
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        for tick in ticks:
+            packet_id = tick.packet_id
+            for flag, block in tick.blocks:
+                trace = self._traces.get(flag)
+                if trace is not None:
+                    trace.add(packet_id, block)
+                elif flag in self._marker_signals and len(self._markers) < MAX_MARKERS_PER_FRAME:
+                    name, labels = self._marker_signals[flag]
+                    values = block[:, 0].tolist()
+                    if len(values) == 1:
+                        text = f"{values[0]:g}"
+                    else:
+                        text = ", ".join(f"{label}={value:g}" for label, value in zip(labels, values, strict=False))
+                    self._markers.append({"t": packet_id / self.packet_rate, "type": name, "text": text})
+            self.last_tick = packet_id
 
     def frame(self) -> dict[str, Any] | None:
         """Everything since the last frame, reduced for display; None when no tick came."""
