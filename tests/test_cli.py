@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from support import free_port, ramp_values
 
-from tia.cli import main, monitor
+from tia.cli import main, monitor, record
 from tia.cli.common import Address, parse_address
 from tia.cli.monitor import sparkline
 from tia.protocol.metainfo import MetaInfo, SignalInfo
@@ -418,6 +418,19 @@ def test_record_stopped_by_a_signal_writes_a_complete_file(
         np.testing.assert_array_equal(data["eeg"], np.array(ramp_values(4, first * 10, 10 * len(ids)), np.float32))
         np.testing.assert_array_equal(data["bp"], np.array(ramp_values(1, first, len(ids)), np.float32))
         assert len(data["gaps"]) == 0
+
+
+def test_record_progress_bar_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], ramp_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record, "is_tty", lambda stream: True)
+    code, out, err = run(capsys, "record", ramp_server, "-o", str(tmp_path / "bar.npz"), "--seconds", "0.5")
+    assert code == 0, err
+    assert "50 packets, 0 missing" in out
+    assert err.startswith("\r[") and err.endswith("\n"), err
+    final = err.rstrip("\n").rsplit("\r", 1)[1]
+    assert final.startswith(f"[{'#' * 30}] 100%  0.5/0.5 s  50 packets  missing 0"), final
+    assert "tia: recording" not in err  # the bar says it
 
 
 def test_record_in_process_leaves_the_signal_handlers_as_they_were(
