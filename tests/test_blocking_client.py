@@ -20,9 +20,18 @@ import numpy as np
 import pytest
 
 import tia
+import tia.client.sockets
 from tia.client import blocking
 from tia.client.blocking import TiAClient, TiAError, TiAPacket
-from tia.protocol.control import Command, build_error, build_message
+from tia.protocol.control import (
+    GET_RECORDING_STATE,
+    RECORDING_STATE,
+    START_RECORDING,
+    STOP_RECORDING,
+    Command,
+    build_error,
+    build_message,
+)
 from tia.protocol.metainfo import MetaInfo, SignalInfo, Subject
 from tia.protocol.packet import decode_packet, encode_packet
 from tia.protocol.signals import by_name
@@ -143,7 +152,7 @@ def mock_client(
     def fake_open(host: str, port: int, timeout: float | None) -> MockSocket:
         return queue.pop(0)
 
-    monkeypatch.setattr(blocking, "_open_tcp", fake_open)
+    monkeypatch.setattr(tia.client.sockets, "open_tcp", fake_open)
     client = TiAClient("tia.invalid", 9000, timeout=timeout)
     assert client.connect()
     return client
@@ -815,7 +824,9 @@ def test_lazy_exports_import_nothing_heavy_up_front() -> None:
         "from tia.client.blocking import TiAClient as C\n"
         "from tia.client import TiAClient as D\n"
         "assert TiAClient is C is D and issubclass(TiAError, Exception)\n"
-        "assert 'twisted' not in sys.modules\n"
+        "from tia.client import post_event, recording_request, format_state, TiAException\n"
+        "import tia.client.blocking, tia.client.events, tia.client.recording_control\n"
+        "assert 'twisted' not in sys.modules, [m for m in sys.modules if 'twisted' in m]\n"
         "print(tia.__version__)\n"
     )
     result = subprocess.run(
@@ -827,10 +838,62 @@ def test_lazy_exports_import_nothing_heavy_up_front() -> None:
 
 def test_lazy_exports_are_listed_and_unknown_names_fail() -> None:
     from tia import seed
-    from tia.client import app
+    from tia.client import control, data, errors, events, packet, recording_control, stream
 
     assert set(tia.__all__) == {"__version__", *blocking.__all__, *seed.__all__}
-    assert set(tia.client.__all__) == {*blocking.__all__, *app.__all__}
+    modules = (errors, blocking, packet, events, recording_control, control, data, stream)
+    assert set(tia.client.__all__) == {name for module in modules for name in module.__all__}
+    for module in modules:
+        for name in module.__all__:
+            assert getattr(tia.client, name) is getattr(module, name), name
     assert tia.TiAPacket is TiAPacket
     with pytest.raises(AttributeError):
         _ = tia.NoSuchThing
+
+
+def test_the_client_never_imports_the_server_config_or_sources() -> None:
+    code = (
+        "import sys, pkgutil, importlib, tia.client\n"
+        "for module in pkgutil.iter_modules(tia.client.__path__):\n"
+        "    importlib.import_module('tia.client.' + module.name)\n"
+        "above = [m for m in sys.modules if m.split('.')[:2] in (['tia', 'server'], ['tia', 'config'],"
+        " ['tia', 'sources'], ['tia', 'recording'], ['tia', 'cli'])]\n"
+        "assert not above, above\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# -- txtia's recording control ----------------------------------------------------
+
+
+def test_recording_requests_and_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = b'{"state": "on", "path": "/data/run01.tia", "packets": 12, "files": []}'
+    ctrl = MockSocket(
+        replies=[OK, build_message(RECORDING_STATE, "on", report), OK, build_message(RECORDING_STATE, "stopping")],
+        chunk=5,
+    )
+    client = mock_client(monkeypatch, ctrl)
+    assert client.start_recording()
+    assert client.recording_state() == {"state": "on", "path": "/data/run01.tia", "packets": 12, "files": []}
+    assert client.stop_recording()
+    assert client.recording_state() == {"state": "stopping"}  # no document: the state from the reply line
+    assert ctrl.sent == [request(START_RECORDING), request(GET_RECORDING_STATE), request(STOP_RECORDING),
+                         request(GET_RECORDING_STATE)]
+
+
+def test_recording_refusals_return_false_or_none_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    refusal = build_error("already recording to /data/run01.tia")
+    client = mock_client(monkeypatch, MockSocket(replies=[refusal, build_error("not recording"), build_error()]))
+    assert client.start_recording() is False
+    assert client.last_error == "already recording to /data/run01.tia"
+    assert client.stop_recording() is False
+    assert client.last_error == "not recording"
+    assert client.recording_state() is None
+    assert client.last_error == "Error"
+
+
+def test_recording_state_answered_with_something_else_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = mock_client(monkeypatch, MockSocket(replies=[OK]))
+    with pytest.raises(TiAError, match="expected 'RecordingState'"):
+        client.recording_state()

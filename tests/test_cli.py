@@ -3,8 +3,9 @@
 The daemon runs as a subprocess (``python -m twisted tia``) on a free port:
 two ramp signals at different rates, or a ramp plus an event source from an
 INI file. ``tia.cli.main`` runs in-process, so stdout and stderr are captured
-by pytest. The recorder tests feed packets directly to cover gaps and
-layouts no healthy server produces.
+by pytest, except where a test stops ``tia record`` with a signal: that runs
+as a process of its own. The recorder tests feed packets directly to cover
+gaps and layouts no healthy server produces.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import csv
 import itertools
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -20,14 +22,17 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from signal import SIGHUP, SIGINT, SIGTERM, Signals, getsignal
+from typing import IO
 
 import edfio
 import numpy as np
 import pytest
 from support import free_port, ramp_values
 
-from tia import cli
-from tia.cli import Address, main, parse_address, sparkline
+from tia.cli import main, monitor, record
+from tia.cli.common import Address, parse_address
+from tia.cli.monitor import sparkline
 from tia.protocol.metainfo import MetaInfo, SignalInfo
 from tia.protocol.packet import DataPacket
 from tia.protocol.signals import by_name
@@ -117,12 +122,50 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 # -- command line ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["monitor"], ["record"], ["ping"]])
+COMMANDS = ["info", "monitor", "record", "ping", "event", "recording", "convert", "lsl"]
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["info"], ["monitor"], ["record"], ["ping"], ["event"], ["recording"], ["lsl"]]
+)
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
     code, out, _ = run(capsys, *command, "--help")
     assert code == 0
     assert out.startswith("usage: tia")
     assert "HOST[:PORT]" in out or not command
+
+
+def test_convert_has_help_and_every_command_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "convert", "--help")
+    assert code == 0
+    assert out.startswith("usage: tia convert") and "RAW" in out
+    _, out, _ = run(capsys, "--help")
+    lines = out.split("COMMAND\n", 1)[1].splitlines()
+    listed = [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == COMMANDS
+
+
+def test_readme_documents_every_command() -> None:
+    readme = (Path(__file__).parent.parent / "README.rst").read_text(encoding="utf-8")
+    section = readme.split("The ``tia`` command\n-------------------\n", 1)[1].split("\nSecurity model\n", 1)[0]
+    documented = [line.split()[1].rstrip("`") for line in section.splitlines() if line.startswith("``tia ")]
+    assert documented == ["SUBCOMMAND", *COMMANDS]
+
+
+def test_the_command_never_loads_the_server() -> None:
+    """Only ``tia convert`` (the journal reader) and ``tia lsl`` (the bridge) may, when they run."""
+    code = (
+        "import sys\n"
+        "from tia.cli import main\n"
+        "import tia.cli.parser\n"
+        "assert main(['info', '127.0.0.1:1', '--timeout', '1']) == 1\n"
+        "assert main(['event', '--host', '127.0.0.1:1', '--timeout', '1', '7']) == 1\n"
+        "assert main(['recording', 'status', '127.0.0.1:1', '--timeout', '1']) == 1\n"
+        "loaded = [m for m in sys.modules if m.startswith(('tia.server', 'tia.config', 'tia.sources'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_record_help_explains_formats(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,6 +223,33 @@ def test_no_server_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
         assert err.count("\n") == 1
         assert f"cannot connect to {address}" in err
         assert "Traceback" not in err
+
+
+# Every subcommand that connects, with the server's address (or --host) still to add.
+CONNECTING = [
+    ["info"], ["monitor", "--count", "1"], ["record", "-o", "OUTPUT"], ["ping"], ["event", "7"],
+    ["recording", "start"], ["recording", "stop"], ["recording", "status"], ["lsl", "--seconds", "1"],
+]
+
+
+@pytest.mark.parametrize("command", CONNECTING, ids=" ".join)
+def test_every_command_that_connects_says_cannot_connect_the_same_way(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    if command[0] == "lsl":
+        pytest.importorskip("pylsl")  # without it, tia lsl says how to get it before connecting
+    address = f"127.0.0.1:{free_port()}"
+    argv = [str(tmp_path / "out.npz") if word == "OUTPUT" else word for word in command]
+    argv += ["--host", address] if command[0] == "event" else [address]
+    code, out, err = run(capsys, *argv, "--timeout", "2")
+    assert (code, out) == (1, ""), err
+    line = f"tia {command[0]}: error: cannot connect to {address}: Connection refused"
+    if command[0] == "event":  # with a hint: the endpoint is off by default
+        assert err.startswith(line + "; ") and "[events] endpoint" in err, err
+        assert err.count("\n") == 1, err
+    else:
+        assert err == line + "\n"
+    assert not (tmp_path / "out.npz").exists()
 
 
 def test_sparkline() -> None:
@@ -267,7 +337,7 @@ def test_monitor_count(capsys: pytest.CaptureFixture[str], event_server: str) ->
 def test_monitor_refreshes_in_place_on_a_terminal(
     capsys: pytest.CaptureFixture[str], ramp_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_is_tty", lambda stream: True)
+    monkeypatch.setattr(monitor, "is_tty", lambda stream: True)
     code, out, _ = run(capsys, "monitor", ramp_server, "--count", "2", "--interval", "0.3")
     assert code == 0
     assert out.startswith("\x1b[?25l\x1b[J") and out.endswith("\x1b[?25h")
@@ -278,7 +348,7 @@ def test_monitor_refreshes_in_place_on_a_terminal(
     assert "gaps 0" in screen[0]
     assert screen[1].startswith("eeg") and "pkt/s" in screen[1]
     assert screen[2].split()[0] == "eeg1"
-    assert set(screen[2].split()[1]) <= set(cli.SPARK_BLOCKS)
+    assert set(screen[2].split()[1]) <= set(monitor.SPARK_BLOCKS)
 
 
 def test_record_npz_exact_ramp(
@@ -307,6 +377,69 @@ def test_record_npz_exact_ramp(
         assert len(data["gaps"]) == 0
         assert len(data["events"]) == 0
         assert float(data["master_rate"]) == 1000.0
+
+
+def read_line(stream: IO[str], seconds: float) -> str:
+    """The next line ``stream`` (a pipe) delivers, waiting at most ``seconds`` for it."""
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"no line within {seconds} s"
+    return stream.readline()
+
+
+@pytest.mark.parametrize("stop", [SIGTERM, SIGHUP, SIGINT], ids=lambda s: s.name)
+def test_record_stopped_by_a_signal_writes_a_complete_file(
+    ramp_server: str, tmp_path: Path, stop: Signals
+) -> None:
+    """``timeout``, ``kill``, systemd, a closed terminal and Ctrl-C all end a recording with its file."""
+    path = tmp_path / "stopped.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tia.cli", "record", ramp_server, "-o", str(path)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        started = read_line(process.stderr, 30)  # written once the first packet is in
+        assert started.startswith(f"tia: recording {ramp_server} to {path}"), started
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert err == ""
+    assert f"wrote {path}" in out
+    with np.load(path) as data:
+        first = int(data["first_packet_id"])
+        ids = data["packet_ids"]
+        assert len(ids) >= 1
+        assert f"{len(ids)} packets, 0 missing" in out
+        np.testing.assert_array_equal(ids, np.arange(first, first + len(ids)))
+        np.testing.assert_array_equal(data["eeg"], np.array(ramp_values(4, first * 10, 10 * len(ids)), np.float32))
+        np.testing.assert_array_equal(data["bp"], np.array(ramp_values(1, first, len(ids)), np.float32))
+        assert len(data["gaps"]) == 0
+
+
+def test_record_progress_bar_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], ramp_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record, "is_tty", lambda stream: True)
+    code, out, err = run(capsys, "record", ramp_server, "-o", str(tmp_path / "bar.npz"), "--seconds", "0.5")
+    assert code == 0, err
+    assert "50 packets, 0 missing" in out
+    assert err.startswith("\r[") and err.endswith("\n"), err
+    final = err.rstrip("\n").rsplit("\r", 1)[1]
+    assert final.startswith(f"[{'#' * 30}] 100%  0.5/0.5 s  50 packets  missing 0"), final
+    assert "tia: recording" not in err  # the bar says it
+
+
+def test_record_in_process_leaves_the_signal_handlers_as_they_were(
+    capsys: pytest.CaptureFixture[str], ramp_server: str, tmp_path: Path
+) -> None:
+    before = {number: getsignal(number) for number in (SIGINT, SIGTERM, SIGHUP)}
+    code, _, err = run(capsys, "record", ramp_server, "-o", str(tmp_path / "short.npz"), "--seconds", "0.1")
+    assert code == 0, err
+    assert {number: getsignal(number) for number in before} == before
 
 
 def _ramp_phase(first_value: float) -> int:

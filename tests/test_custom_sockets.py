@@ -11,7 +11,7 @@ from support import ControlClient, SocketTestCase, config_from_text, port_of, ra
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from tia.client.app import TiAServerError, TiAStream, connectTiA
+from tia.client import TiAServerError, TiAStream, connectTiA
 from tia.client.blocking import TiAClient
 from tia.protocol.control import ControlMessage
 from tia.protocol.custom import CustomSignalInfoError

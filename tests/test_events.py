@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Any
 
 import pytest
@@ -11,11 +13,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.protocols.basic import LineReceiver
 
-from tia import cli
+from tia.cli import event as event_command
+from tia.cli import main
+from tia.cli.common import Address
+from tia.client.events import DEFAULT_EVENTS_PORT as CLIENT_EVENTS_PORT
+from tia.client.events import post_event
 from tia.config import ConfigError
 from tia.protocol.packet import DataPacket
 from tia.protocol.signals import by_name
-from tia.server.events import post_event
 from tia.server.service import TiAService
 from tia.sources.injected import DEFAULT_EVENTS_PORT, EventRejected, EventRouter, InjectedEventSource, parse_line
 
@@ -135,13 +140,17 @@ class InjectedEventsTests(SocketTestCase):
     def test_tia_event_command(self) -> Any:
         _, collector = yield self.streaming(packets=3)
         host = f"127.0.0.1:{self.service.events_port}"
-        code = yield threads.deferToThread(cli.main, ["event", "--host", host, "--signal", "keycode", "65"])
+        output = io.StringIO()
+        self.patch(sys, "stdout", output)
+        code = yield threads.deferToThread(main, ["event", "--host", host, "--signal", "keycode", "65"])
         self.assertEqual(code, 0)
+        self.assertEqual(output.getvalue(), f"posted 'keycode 65' to {host}\n")
         while not events_of(collector.packets, KEYCODE):
             yield collector.wait_for(len(collector.packets) + 1)
         self.assertEqual(events_of(collector.packets, KEYCODE)[0][1], 65.0)
-        refused = yield threads.deferToThread(cli.main, ["event", "--host", host, "--signal", "bogus", "1"])
+        refused = yield threads.deferToThread(main, ["event", "--host", host, "--signal", "bogus", "1"])
         self.assertEqual(refused, 1)
+        self.assertEqual(output.getvalue().count("\n"), 1)  # nothing more printed for the refusal
 
     def test_a_taken_events_port_fails_start_up_cleanly(self) -> None:
         endpoint = f"tcp:{self.service.events_port}:interface=127.0.0.1"
@@ -194,10 +203,10 @@ def test_events_config_errors(text: str, section: str, key: str, words: str) -> 
 
 
 def test_tia_event_usage_and_unreachable_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.DEFAULT_EVENTS_PORT == DEFAULT_EVENTS_PORT
-    assert cli._events_address("example.org") == cli.Address("example.org", 9100)
-    assert cli._events_address("[::1]:7") == cli.Address("::1", 7)
-    assert cli._events_address("host:9200") == cli.Address("host", 9200)
-    assert cli.main(["event", "x"]) == 2
-    assert cli.main(["event", "--host", "127.0.0.1:1", "--timeout", "2", "7"]) == 1
-    assert "cannot post to 127.0.0.1:1" in capsys.readouterr().err
+    assert CLIENT_EVENTS_PORT == DEFAULT_EVENTS_PORT
+    assert event_command.events_address("example.org") == Address("example.org", 9100)
+    assert event_command.events_address("[::1]:7") == Address("::1", 7)
+    assert event_command.events_address("host:9200") == Address("host", 9200)
+    assert main(["event", "x"]) == 2
+    assert main(["event", "--host", "127.0.0.1:1", "--timeout", "2", "7"]) == 1
+    assert "tia event: error: cannot connect to 127.0.0.1:1: " in capsys.readouterr().err

@@ -30,9 +30,10 @@ from zope.interface import provider
 
 from tia import cli
 from tia.client.blocking import TiAClient
+from tia.client.recording_control import recording_request
 from tia.config import ConfigError
 from tia.protocol.packet import DataPacket
-from tia.server.recorder import RecordingSink, first_free_run, open_raw, recording_request
+from tia.server.recorder import RecordingSink, first_free_run, open_raw
 from tia.server.service import TiAService
 
 CHANNELS, BLOCK, RATE = 4, 10, 1000

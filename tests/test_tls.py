@@ -50,7 +50,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrap
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tia.client.app import TiAClientError, TiAStream, connectTiA
+from tia.client import TiAClientError, TiAStream, connectTiA
 from tia.client.blocking import TiAClient, TiAError, TiAPacket
 from tia.client.tls import TLSSettings, twisted_options
 from tia.config import ConfigError, ServerConfig, load_config, with_control_port

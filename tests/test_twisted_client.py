@@ -1,4 +1,4 @@
-"""The Twisted client (tia.client.app): protocol units on StringTransport, the data and
+"""The Twisted client (tia.client.control, .data, .stream): protocol units on StringTransport, the data and
 state channels, TiAStream on MemoryReactor with a fake clock, iosim, and end to end
 against a small fake TiA server on 127.0.0.1 written here (the real daemon is not used).
 """
@@ -23,19 +23,10 @@ from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from tia.client.app import (
-    GapDetector,
-    TiAClientError,
-    TiAConnectionLost,
-    TiAControlProtocol,
-    TiAProtocolError,
-    TiAServerError,
-    TiAServerStateProtocol,
-    TiAStream,
-    TiATCPDataProtocol,
-    TiAUDPDataProtocol,
-    connectTiA,
-)
+from tia.client.control import TiAControlProtocol, connectTiA
+from tia.client.data import GapDetector, TiAServerStateProtocol, TiATCPDataProtocol, TiAUDPDataProtocol
+from tia.client.errors import TiAClientError, TiAConnectionLost, TiAProtocolError, TiAServerError
+from tia.client.stream import TiAStream
 from tia.protocol.control import (
     SERVER_STATE_RUNNING,
     SERVER_STATE_SHUTDOWN,
@@ -467,7 +458,7 @@ class DataProtocolTests(unittest.TestCase):
         for index in range(len(data)):
             protocol.dataReceived(data[index : index + 1])
         self.check(packets)
-        self.assertEqual(protocol.packetsReceived, 4)
+        self.assertEqual(protocol.packets_received, 4)
 
     def test_no_delay_only_on_tcp(self) -> None:
         transport = TCPStringTransport()
@@ -559,7 +550,7 @@ class DataProtocolTests(unittest.TestCase):
         packets: list[DataPacket] = []
         gaps: list[tuple[int, int]] = []
         protocol = TiAUDPDataProtocol(packets.append, lambda e, g: gaps.append((e, g)))
-        self.assertEqual(protocol.maxPacketSize, 65535)
+        self.assertEqual(protocol.max_packet_size, 65535)
         source = ("127.0.0.1", 5000)
         protocol.datagramReceived(packetBytes(3, 0), source)
         protocol.datagramReceived(b"\x03garbage", source)
@@ -567,7 +558,7 @@ class DataProtocolTests(unittest.TestCase):
         protocol.datagramReceived(packetBytes(6, 3), source)
         self.assertEqual([p.packet_id for p in packets], [3, 6])
         assertPacket(self, packets[1], 6, 3)
-        self.assertEqual(protocol.badDatagrams, 2)
+        self.assertEqual(protocol.bad_datagrams, 2)
         self.assertEqual(gaps, [(1, 3)])
 
 
@@ -875,7 +866,7 @@ class StreamOnMemoryReactorTests(unittest.TestCase):
         data2.protocol.dataReceived(b"".join(packetBytes(i, i - 10) for i in range(10, 13)))
         self.assertEqual(len(self.reconnects), 1)
         self.assertAlmostEqual(self.reconnects[0], 5 * PERIOD)
-        self.assertEqual(stream.ticksLost, 5)
+        self.assertEqual(stream.ticks_lost, 5)
         self.assertEqual(stream.reconnections, 1)
         self.assertEqual(self.gaps, [])
         self.assertEqual(self.disconnects, [])

@@ -4,6 +4,8 @@ Scripts written for the seed's ``TiAClient`` keep working: same method names,
 argument order and boolean returns (``if not client.connect(): ...``). The
 wire is handled by the shared sans-IO core, so control replies and data
 packets may be split across reads at any byte, or arrive several per read.
+Packets come as :class:`~tia.client.packet.TiAPacket`. Beyond the seed:
+TLS, UDP, per-connection customization and txtia's recording control.
 
 Errors, in two kinds:
 
@@ -20,16 +22,23 @@ Errors, in two kinds:
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
-import time
 from collections import deque
 from collections.abc import Iterator
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import tia.client.sockets as sockets
+from tia.client.errors import TiAError, TiAException
+from tia.client.packet import TiAPacket
 from tia.client.tls import TLSSettings, secure_socket
 from tia.protocol.control import (
+    GET_RECORDING_STATE,
+    RECORDING_STATE,
+    START_RECORDING,
+    STOP_RECORDING,
     Command,
     ControlMessage,
     ControlParser,
@@ -38,139 +47,15 @@ from tia.protocol.control import (
 )
 from tia.protocol.custom import CustomSignalInfoError, CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
-from tia.protocol.packet import (
-    DataPacket,
-    PacketError,
-    PacketStreamDecoder,
-    SampleArray,
-    decode_packet,
-)
-from tia.protocol.signals import UnknownSignalType, by_flag
+from tia.protocol.packet import PacketError, PacketStreamDecoder, decode_packet
 
 __all__ = ["TLSSettings", "TiAClient", "TiAError", "TiAException", "TiAPacket"]
 
 DEFAULT_TIMEOUT = 10.0
 RECV_SIZE = 1 << 16
-UDP_RECV_BUFFER = 8 << 20
 # Upper bound of what one get_data() call drains after its first packet, so a
 # fast server cannot keep a single call busy forever.
 MAX_DRAIN_BYTES = 4 << 20
-
-
-class TiAError(Exception):
-    """A timeout, a lost connection or a protocol violation: the call could not complete."""
-
-
-# The seed's name for its exception, for scripts that catch it by that name.
-TiAException = TiAError
-
-
-class TiAPacket:
-    """One data packet in the seed's shape, plus numpy views of the same samples.
-
-    ``signals[i]`` is signal ``i`` (ascending flag order) as one flat,
-    channel-major float32 array (ch1 s1..sB, ch2 s1..sB, ...) like the seed's
-    tuples; ``arrays[i]`` is the same memory shaped (channels, blocksize).
-    """
-
-    def __init__(self) -> None:
-        self.signals: list[SampleArray] = []
-        self.blocksizes: list[int] = []
-        self.channels: list[int] = []
-        self.packet_number: int = -1
-        self.timestamp: int = -1
-        self.packet_id: int = -1
-        self.flags: int = 0
-        self.types: list[str] = []
-        self.arrays: list[SampleArray] = []
-
-    @classmethod
-    def from_data_packet(cls, packet: DataPacket) -> TiAPacket:
-        """Wrap a packet decoded by the core; samples are shared, not copied."""
-        result = cls()
-        result.packet_id = packet.packet_id
-        result.packet_number = packet.connection_number
-        result.timestamp = packet.timestamp
-        result.flags = packet.flags
-        for flag in sorted(packet.signals):
-            array = packet.signals[flag]
-            result.arrays.append(array)
-            result.signals.append(array.reshape(-1))
-            result.channels.append(int(array.shape[0]))
-            result.blocksizes.append(int(array.shape[1]))
-            result.types.append(_type_name(flag))
-        return result
-
-    def get_channel(self, sindex: int, cindex: int = -1) -> SampleArray | list[float]:
-        """The seed's accessor: cindex -1 gives the whole signal, too large a cindex ``[]``."""
-        channels_in_signal = self.channels[sindex]
-        block = self.blocksizes[sindex]
-        data = self.signals[sindex]
-        if cindex == -1:
-            return data
-        if cindex >= channels_in_signal:
-            return []
-        return data[cindex * block : cindex * block + block]
-
-    def __repr__(self) -> str:
-        shapes = ", ".join(
-            f"{name}[{c}x{b}]"
-            for name, c, b in zip(self.types, self.channels, self.blocksizes, strict=False)
-        )
-        return (
-            f"<TiAPacket id={self.packet_id} number={self.packet_number}"
-            f" timestamp={self.timestamp} {shapes}>"
-        )
-
-
-def _type_name(flag: int) -> str:
-    try:
-        return by_flag(flag).name
-    except UnknownSignalType:
-        return f"0x{flag:06x}"
-
-
-def _open_tcp(host: str, port: int, timeout: float | None) -> socket.socket:
-    """Open a TCP connection; a seam so that tests can substitute the socket."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _open_udp(server_address: str, port: int) -> socket.socket:
-    """Bind a UDP socket on every local address at ``port``, in the server's family."""
-    family = socket.getaddrinfo(server_address, port, type=socket.SOCK_DGRAM)[0][0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        # The reference broadcasts to one fixed port: let several clients share it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # A big buffer rides out bursts while the caller is busy; the kernel may cap it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECV_BUFFER)
-        sock.bind(("::" if family == socket.AF_INET6 else "", port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def _remaining(deadline: float | None) -> float | None:
-    """Seconds left before ``deadline`` (None: no limit); raises TimeoutError when none."""
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be positive or None, not {timeout!r}")
-    return timeout
 
 
 class TiAClient:
@@ -193,7 +78,7 @@ class TiAClient:
         tls: TLSSettings | ssl.SSLContext | None = None,
     ) -> None:
         self.address: tuple[str, int] = (server_address, server_port)
-        self.timeout = _check_timeout(timeout)
+        self.timeout = sockets.check_timeout(timeout)
         self._tls_context: ssl.SSLContext | None = None
         self._tls_name: str | None = None
         if isinstance(tls, ssl.SSLContext):
@@ -235,10 +120,10 @@ class TiAClient:
             self.disconnect()
         try:
             self.ctrl_socket = self._secure(
-                _open_tcp(self.address[0], self.address[1], self.timeout), self.address[0]
+                sockets.open_tcp(self.address[0], self.address[1], self.timeout), self.address[0]
             )
         except OSError as error:
-            self.last_error = f"cannot connect to {self._where()}: {_describe(error)}"
+            self.last_error = f"cannot connect to {self._where()}: {sockets.describe(error)}"
             return False
         self._parser = ControlParser()
         self._replies.clear()
@@ -257,7 +142,7 @@ class TiAClient:
         try:
             sock.close()
         except OSError as error:
-            self.last_error = _describe(error)
+            self.last_error = sockets.describe(error)
             return False
         return True
 
@@ -285,11 +170,7 @@ class TiAClient:
 
     def cmd_check_protocol_version(self) -> bool:
         """Ask the server whether it speaks TiA 1.0."""
-        reply = self._command(Command.CHECK_PROTOCOL_VERSION)
-        if reply is None:
-            return False
-        self._expect(reply, Command.OK, Command.CHECK_PROTOCOL_VERSION)
-        return True
+        return self._request_ok(Command.CHECK_PROTOCOL_VERSION)
 
     def cmd_get_metainfo(self) -> bool:
         """Fetch and parse the metainfo into :attr:`metainfo`; True on success."""
@@ -327,11 +208,7 @@ class TiAClient:
         except CustomSignalInfoError as error:
             self.last_error = str(error)
             return False
-        reply = self._command(Command.SET_CUSTOM_SIGNAL_INFO, content=content)
-        if reply is None:
-            return False
-        self._expect(reply, Command.OK, Command.SET_CUSTOM_SIGNAL_INFO)
-        return self.cmd_get_metainfo()
+        return self._request_ok(Command.SET_CUSTOM_SIGNAL_INFO, content) and self.cmd_get_metainfo()
 
     def cmd_get_data_connection_tcp(self) -> tuple[bool, int]:
         """Ask for a TCP data connection; (True, port to connect to) on success."""
@@ -354,11 +231,11 @@ class TiAClient:
         self._close_data()
         try:
             self.data_socket = self._secure(
-                _open_tcp(server_address, data_port, self.timeout), server_address
+                sockets.open_tcp(server_address, data_port, self.timeout), server_address
             )
         except OSError as error:
             self.last_error = (
-                f"cannot connect to data port {server_address}:{data_port}: {_describe(error)}"
+                f"cannot connect to data port {sockets.host_port(server_address, data_port)}: {sockets.describe(error)}"
             )
             return False
         self._reset_data(udp=False)
@@ -372,9 +249,9 @@ class TiAClient:
             return False
         self._close_data()
         try:
-            sock = _open_udp(server_address, data_port)
+            sock = sockets.open_udp(server_address, data_port)
         except OSError as error:
-            self.last_error = f"cannot bind UDP port {data_port}: {_describe(error)}"
+            self.last_error = f"cannot bind UDP port {data_port}: {sockets.describe(error)}"
             return False
         self.data_socket = sock
         self._reset_data(udp=True)
@@ -390,12 +267,48 @@ class TiAClient:
 
     def stop_streaming_data(self) -> bool:
         """Send StopDataTransmission and, once the server agrees, close the data socket."""
-        reply = self._command(Command.STOP_DATA_TRANSMISSION)
-        if reply is None:
+        if not self._request_ok(Command.STOP_DATA_TRANSMISSION):
             return False
-        self._expect(reply, Command.OK, Command.STOP_DATA_TRANSMISSION)
         self._close_data()
         return True
+
+    # -- txtia's recording control (an extension: a TiA 1.0 server refuses it) --
+
+    def start_recording(self) -> bool:
+        """``StartRecording``: the server records what it sends, as its ``[recording]`` section says.
+
+        False (reason in ``last_error``) when the server refuses: already
+        recording, recording control off, or not a txtia server. The files
+        open shortly after the reply; :meth:`recording_state` says
+        ``starting`` until they are open, then ``on``.
+        """
+        return self._request_ok(START_RECORDING)
+
+    def stop_recording(self) -> bool:
+        """``StopRecording``; the files are complete once :meth:`recording_state` leaves ``stopping``."""
+        return self._request_ok(STOP_RECORDING)
+
+    def recording_state(self) -> dict[str, Any] | None:
+        """``GetRecordingState``: the server's report, None (reason in ``last_error``) if refused.
+
+        A dict with at least ``state`` (``off``, ``starting``, ``on``,
+        ``stopping`` or ``error``), as the server's JSON document has it:
+        ``directory`` and ``formats`` of its ``[recording]`` section and,
+        once a run started, ``path`` (its raw file), ``packets``,
+        ``seconds``, ``dropped``, ``error`` and ``files``.
+        """
+        reply = self._command(GET_RECORDING_STATE)
+        if reply is None:
+            return None
+        self._expect(reply, RECORDING_STATE, GET_RECORDING_STATE)
+        try:
+            report = json.loads(reply.content.decode("utf-8")) if reply.content else {}
+        except ValueError:
+            report = {}
+        if not isinstance(report, dict):
+            report = {}
+        report.setdefault("state", reply.parameter or "?")
+        return report
 
     # -- data ---------------------------------------------------------------
 
@@ -414,10 +327,10 @@ class TiAClient:
         sock = self.data_socket
         if sock is None or self._data_closed:
             return []
-        limit = self.timeout if timeout is None else _check_timeout(timeout)
+        limit = self.timeout if timeout is None else sockets.check_timeout(timeout)
         if self._data_udp:
-            return self._get_datagrams(sock, _deadline(limit), limit)
-        return self._get_stream(sock, _deadline(limit), limit)
+            return self._get_datagrams(sock, sockets.deadline(limit), limit)
+        return self._get_stream(sock, sockets.deadline(limit), limit)
 
     def packets(self, timeout: float | None = None) -> Iterator[TiAPacket]:
         """Yield packets as they arrive, until the server closes the data connection.
@@ -437,12 +350,12 @@ class TiAClient:
         packets: list[TiAPacket] = []
         while not packets:
             try:
-                sock.settimeout(_remaining(deadline))
+                sock.settimeout(sockets.remaining(deadline))
                 chunk = sock.recv(self.bufsize)
             except TimeoutError:
                 raise TiAError(f"no data packet from {self._where()} within {limit} s") from None
             except OSError as error:
-                self._fail_data(f"data connection lost: {_describe(error)}")
+                self._fail_data(f"data connection lost: {sockets.describe(error)}")
             if not chunk:
                 self._end_of_stream()
                 return packets
@@ -456,7 +369,7 @@ class TiAClient:
                 break
             except OSError as error:
                 # Hand out what is complete; the next call reports the loss.
-                self._data_failure = f"data connection lost: {_describe(error)}"
+                self._data_failure = f"data connection lost: {sockets.describe(error)}"
                 self._close_data_socket()
                 break
             if not chunk:
@@ -500,12 +413,12 @@ class TiAClient:
         self, sock: socket.socket, deadline: float | None, limit: float | None
     ) -> list[TiAPacket]:
         try:
-            sock.settimeout(_remaining(deadline))
+            sock.settimeout(sockets.remaining(deadline))
             datagram = sock.recv(self.bufsize)
         except TimeoutError:
             raise TiAError(f"no data packet from {self._where()} within {limit} s") from None
         except OSError as error:
-            raise TiAError(f"UDP receive failed: {_describe(error)}") from None
+            raise TiAError(f"UDP receive failed: {sockets.describe(error)}") from None
         packets = [self._decode_datagram(datagram)]
         drained = 0
         while drained < MAX_DRAIN_BYTES:
@@ -515,7 +428,7 @@ class TiAClient:
             except (BlockingIOError, TimeoutError):
                 break
             except OSError as error:
-                self._pending_error = TiAError(f"UDP receive failed: {_describe(error)}")
+                self._pending_error = TiAError(f"UDP receive failed: {sockets.describe(error)}")
                 break
             drained += len(datagram)
             try:
@@ -535,7 +448,7 @@ class TiAClient:
     # -- internals ----------------------------------------------------------
 
     def _where(self) -> str:
-        return f"{self.address[0]}:{self.address[1]}"
+        return sockets.host_port(*self.address)
 
     def _secure(self, sock: socket.socket, host: str) -> socket.socket:
         """``sock`` itself without TLS; else wrapped, after a handshake within the timeout."""
@@ -544,10 +457,14 @@ class TiAClient:
         return secure_socket(sock, self._tls_context, self._tls_name or host)
 
     def _start_transmission(self) -> bool:
-        reply = self._command(Command.START_DATA_TRANSMISSION)
+        return self._request_ok(Command.START_DATA_TRANSMISSION)
+
+    def _request_ok(self, command: str, content: bytes = b"") -> bool:
+        """A request answered ``OK``; False (reason in ``last_error``) when refused."""
+        reply = self._command(command, content=content)
         if reply is None:
             return False
-        self._expect(reply, Command.OK, Command.START_DATA_TRANSMISSION)
+        self._expect(reply, Command.OK, command)
         return True
 
     def _get_port(
@@ -578,9 +495,9 @@ class TiAClient:
         return reply
 
     def _exchange(self, sock: socket.socket, request: bytes, command: str) -> ControlMessage:
-        deadline = _deadline(self.timeout)
+        deadline = sockets.deadline(self.timeout)
         try:
-            sock.settimeout(_remaining(deadline))
+            sock.settimeout(sockets.remaining(deadline))
             sock.sendall(request)
         except TimeoutError:
             self._drop_control()
@@ -588,7 +505,7 @@ class TiAClient:
         except OSError as error:
             self._drop_control()
             raise TiAError(
-                f"control connection lost sending {command}: {_describe(error)}"
+                f"control connection lost sending {command}: {sockets.describe(error)}"
             ) from None
         while True:
             while self._replies:
@@ -599,7 +516,7 @@ class TiAClient:
                     continue
                 return reply
             try:
-                sock.settimeout(_remaining(deadline))
+                sock.settimeout(sockets.remaining(deadline))
                 chunk = sock.recv(self.bufsize)
             except TimeoutError:
                 self._stale_replies += 1
@@ -610,7 +527,7 @@ class TiAClient:
                 self._drop_control()
                 raise TiAError(
                     f"control connection lost waiting for the reply to {command}:"
-                    f" {_describe(error)}"
+                    f" {sockets.describe(error)}"
                 ) from None
             if not chunk:
                 self._drop_control()
@@ -656,6 +573,3 @@ class TiAClient:
         self._reset_data(udp=False)
         self._streaming = False
 
-
-def _describe(error: OSError) -> str:
-    return error.strerror or str(error) or type(error).__name__

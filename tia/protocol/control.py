@@ -49,6 +49,16 @@ class Command:
     SERVER_STATE_SHUTDOWN = "ServerStateShutdown"
 
 
+# txtia's recording control, an extension of the control channel (a client that
+# never sends these never sees them). StartRecording and StopRecording are answered
+# OK or ``Error -- <reason>``; GetRecordingState with ``RecordingState:<state>`` and
+# the state as a JSON document in the content.
+START_RECORDING = "StartRecording"
+STOP_RECORDING = "StopRecording"
+GET_RECORDING_STATE = "GetRecordingState"
+RECORDING_STATE = "RecordingState"
+
+
 class ControlProtocolError(Exception):
     """The byte stream is not TiA 1.0 control framing; the connection cannot go on.
 

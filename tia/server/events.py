@@ -4,13 +4,12 @@ Off by default; ``[events] endpoint = tcp:9100:interface=127.0.0.1`` turns it
 on (loopback: like the control port, anyone who reaches it can write into
 the stream). One line per event, ``\\n``-terminated, answered ``OK`` or
 ``ERROR <reason>``; the grammar is in ``tia.sources.injected``. Each value
-goes to an ``injected`` source and out in the next packet. ``post_event`` is
-the blocking client behind ``tia event CODE``.
+goes to an ``injected`` source and out in the next packet. The blocking
+client behind ``tia event CODE`` is ``tia.client.events.post_event``.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from tia.sources.injected import DEFAULT_EVENTS_PORT, MAX_LINE, EventRejected, E
 
 log = Logger()
 
-__all__ = ["DEFAULT_EVENTS_PORT", "EventFactory", "EventLineProtocol", "events_service", "post_event"]
+__all__ = ["DEFAULT_EVENTS_PORT", "EventFactory", "EventLineProtocol", "events_service"]
 
 
 class EventLineProtocol(LineReceiver):
@@ -92,20 +91,3 @@ def events_service(
     service: IService = strports.service(endpoint, factory, reactor=reactor)
     service.setName("events")
     return service
-
-
-def post_event(host: str, port: int, line: str, timeout: float = 5.0) -> str:
-    """Send one event line and return the server's reply (``OK`` or ``ERROR ...``); blocking."""
-    if "\n" in line or "\r" in line:
-        raise ValueError("one event per line")
-    with socket.create_connection((host, port), timeout=timeout) as connection:
-        connection.sendall(line.encode("utf-8") + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = connection.recv(1024)
-            if not chunk:
-                break
-            reply += chunk
-    if not reply:
-        raise ConnectionError(f"{host}:{port} closed the connection without a reply")
-    return reply.decode("utf-8", "replace").strip()

@@ -48,13 +48,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tia.client.tls import TLSSettings, secure_socket
 from tia.config import RecordingConfig
 from tia.protocol.control import (
+    GET_RECORDING_STATE,
     OK_REPLY,
+    RECORDING_STATE,
+    START_RECORDING,
+    STOP_RECORDING,
     ControlMessage,
-    ControlParser,
-    ControlProtocolError,
     build_error,
     build_message,
 )
@@ -82,7 +83,6 @@ __all__ = [
     "control_handlers",
     "convert_raw",
     "open_raw",
-    "recording_request",
 ]
 
 log = Logger()
@@ -94,12 +94,6 @@ CONVERTING_SUFFIX = ".converting"
 DROP_LOG_INTERVAL = 10.0  # seconds between two overflow warnings of one sink
 MIN_QUEUE = 16  # ticks
 READ_CHUNK = 1 << 20
-
-# Control extension (txtia only; a client that does not send them never sees them).
-START_RECORDING = "StartRecording"
-STOP_RECORDING = "StopRecording"
-GET_RECORDING_STATE = "GetRecordingState"
-RECORDING_STATE = "RecordingState"
 
 Opener = Callable[[Path], IO[bytes]]
 
@@ -915,72 +909,3 @@ class ServerSinks:
             self.hub.unsubscribe(self.lsl)
             waiting.append(self.lsl.stop())
         return defer.DeferredList(waiting, consumeErrors=True).addCallback(lambda _: None)
-
-
-# ------------------------------------------------------------------ the client's side (tia recording)
-
-
-def _request(sock: socket.socket, parser: ControlParser, command: str) -> ControlMessage:
-    sock.sendall(build_message(command))
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise RecordingError(f"the server closed the connection instead of answering {command}")
-        try:
-            messages = parser.feed(chunk)
-        except ControlProtocolError as error:
-            raise RecordingError(f"invalid reply to {command}: {error}") from None
-        if messages:
-            return messages[0]
-
-
-def format_state(report: dict[str, Any]) -> str:
-    lines = [f"recording: {report.get('state', '?')}"]
-    if report.get("path") and (report.get("state") != "off" or report["path"] in report.get("files", [])):
-        lines.append(f"raw file:  {report['path']}")
-    if "packets" in report:
-        lines.append(f"recorded:  {report['packets']} packets ({report.get('seconds', 0):g} s), "
-                     f"{report.get('dropped', 0)} dropped")
-    if report.get("error"):
-        lines.append(f"error:     {report['error']}")
-    if report.get("files"):
-        lines.append("files:     " + ", ".join(report["files"]))
-    if report.get("state") == "off" and "path" not in report:
-        lines.append(f"directory: {report.get('directory')} (formats {', '.join(report.get('formats', []))})")
-    return "\n".join(lines) + "\n"
-
-
-def recording_request(
-    host: str, port: int, action: str, timeout: float, wait: float = 60.0, *, tls: TLSSettings | None = None
-) -> str:
-    """``tia recording start|stop|status``: the request, then the state once it settled, as text.
-
-    ``tls``: for a server with TLS on, the control connection is TLS with these settings.
-    """
-    commands = {"start": START_RECORDING, "stop": STOP_RECORDING, "status": None}
-    command = commands[action]
-    parser = ControlParser()
-    sock = socket.create_connection((host, port), timeout=timeout)
-    if tls is not None:
-        sock = secure_socket(sock, tls.ssl_context(), tls.name_for(host))
-    with sock:
-        if command is not None:
-            reply = _request(sock, parser, command)
-            if reply.is_error:
-                raise RecordingError(f"the server refused {command}: {reply.error_text()}")
-        deadline = time.monotonic() + wait
-        while True:
-            reply = _request(sock, parser, GET_RECORDING_STATE)
-            if reply.is_error:
-                raise RecordingError(f"the server refused {GET_RECORDING_STATE}: {reply.error_text()}")
-            try:
-                report = json.loads(reply.content.decode("utf-8")) if reply.content else {}
-            except ValueError:
-                report = {}
-            report.setdefault("state", reply.parameter or "?")
-            settling = report["state"] in ("starting", "stopping") and command is not None
-            if not settling or time.monotonic() >= deadline:
-                if action == "start" and report["state"] == "error":
-                    raise RecordingError("the recording failed to start:\n" + format_state(report).rstrip())
-                return format_state(report)
-            time.sleep(0.1)

@@ -1,0 +1,26 @@
+"""``tia convert``: a server recording's raw journal (NAME.tia) as .edf, .bdf, .npz or .csv, e.g. after a crash."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tia.cli.common import EXIT_OK, output_path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the journal in the format the suffix of ``-o FILE`` names, as ``tia record`` does."""
+    # Imported here: the journal reader lives with the server's recorder for now, and
+    # no other subcommand should load the server.
+    from tia.server.recorder import convert_raw
+
+    output = output_path(args.output, args.force)
+    result = convert_raw(args.raw, [output], overwrite=args.force)
+    for note in result.notes:
+        sys.stderr.write(f"tia convert: {note}\n")
+    recorder = result.recorder
+    sys.stdout.write(f"converted {recorder.duration:.3f} s: {recorder.packets_received} packets, "
+                     f"{recorder.missing_packets} missing, {len(recorder.events)} events\n")
+    for path in result.files:
+        sys.stdout.write(f"wrote {path}\n")
+    return EXIT_OK
