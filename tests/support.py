@@ -22,6 +22,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
 from tia.config import ServerConfig, parse_config
+from tia.daemon import build_service
 from tia.protocol.control import ControlMessage, ControlParser
 from tia.protocol.packet import DataPacket, PacketStreamDecoder, decode_packet
 from tia.server.control import TiAControlProtocol
@@ -246,7 +247,7 @@ class SocketTestCase(unittest.TestCase):
 
     def serve(self, config: ServerConfig, sources: Sequence[ISource] | None = None) -> None:
         """Start a server on ``config`` until the test ends; ``self.port`` is its control port."""
-        self.service = TiAService(config, sources=sources)
+        self.service = build_service(config, sources=sources)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.port = self.service.control_port

@@ -10,7 +10,6 @@ import pytest
 from support import SocketTestCase, config_from_text, ramp_config, sleep
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import CannotListenError
 from twisted.protocols.basic import LineReceiver
 
 from tia.cli import event as event_command
@@ -19,9 +18,10 @@ from tia.cli.common import Address
 from tia.client.events import DEFAULT_EVENTS_PORT as CLIENT_EVENTS_PORT
 from tia.client.events import post_event
 from tia.config import ConfigError
+from tia.daemon import build_service
 from tia.protocol.packet import DataPacket
 from tia.protocol.signals import by_name
-from tia.server.service import TiAService
+from tia.server.listener import ListenError
 from tia.sources.injected import DEFAULT_EVENTS_PORT, EventRejected, EventRouter, InjectedEventSource, parse_line
 
 EVENTS = """
@@ -154,8 +154,8 @@ class InjectedEventsTests(SocketTestCase):
 
     def test_a_taken_events_port_fails_start_up_cleanly(self) -> None:
         endpoint = f"tcp:{self.service.events_port}:interface=127.0.0.1"
-        other = TiAService(ramp_config(rate=100, blocksize=1, channels=1, extra=EVENTS.format(endpoint=endpoint)))
-        with self.assertRaises(CannotListenError):
+        other = build_service(ramp_config(rate=100, blocksize=1, channels=1, extra=EVENTS.format(endpoint=endpoint)))
+        with self.assertRaisesRegex(ListenError, "cannot listen on .*Address already in use"):
             other.startService()
         self.assertFalse(other.running)
         return sleep(0)  # let its control port, bound first and then released, close

@@ -110,7 +110,7 @@ class AllowListCase(LoggingCase):
     @inlineCallbacks
     def get_status(self) -> Any:
         """What the web monitor answers to GET /status; b"" when it closes without a word."""
-        client = yield tcp_connect(self.service.web_service.port, RawClient())
+        client = yield tcp_connect(self.service.getServiceNamed("web").port, RawClient())
         self.addCleanup(lambda: client.transport.abortConnection() if client.transport else None)
         client.send(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         yield client.lost

@@ -20,8 +20,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from tia import cli
+from tia.daemon import build_service
 from tia.lsl_bridge import LSLOutletSink
-from tia.server.service import TiAService
 
 try:
     import pylsl  # type: ignore[import-untyped]
@@ -83,7 +83,7 @@ class LSLBridgeTests(unittest.TestCase):
     @inlineCallbacks
     def test_server_outlets_exact_values_labels_rate_and_time_stamps(self) -> Any:
         source_id = f"test-{uuid.uuid4().hex}"
-        service = TiAService(config(True, source_id))
+        service = build_service(config(True, source_id))
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         eeg_pull = threads.deferToThread(pull, f"source_id='{source_id}/eeg'", 1.0, 500)
@@ -98,7 +98,7 @@ class LSLBridgeTests(unittest.TestCase):
         self.assertEqual(info.channel_format(), pylsl.cf_float32)
         self.assertEqual(channel_descriptions(info), [(label, "microvolts", "EEG") for label in LABELS])
 
-        sink = service.sinks.lsl
+        sink = service.getServiceNamed("lsl").sink
         assert isinstance(sink, LSLOutletSink)
         anchor, first_id = sink.anchor.anchor, sink.anchor.first_id
         assert first_id is not None
@@ -127,10 +127,10 @@ class LSLBridgeTests(unittest.TestCase):
     @inlineCallbacks
     def test_tia_lsl_republishes_a_remote_server(self) -> Any:
         source_id = f"cli-{uuid.uuid4().hex}"
-        service = TiAService(config(False, "unused"))
+        service = build_service(config(False, "unused"))
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
-        self.assertIsNone(service.sinks.lsl)
+        self.assertNotIn("lsl", service.namedServices)
         address = f"127.0.0.1:{service.control_port}"
         bridge = threads.deferToThread(cli.main, ["lsl", address, "--seconds", "3", "--source-id", source_id])
         info, samples, stamps = yield threads.deferToThread(pull, f"source_id='{source_id}/eeg'", 0.8, 300)

@@ -20,8 +20,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from tia.daemon import build_service
 from tia.server.clock import MonotonicClock, PreciseClock, best_clock
-from tia.server.service import TiAService
 
 SKIP = None if PreciseClock.available(reactor) else f"PreciseClock needs a Linux timerfd (this is {sys.platform})"
 
@@ -249,7 +249,7 @@ class ServiceReleasesTheClockTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_stop_service_closes_the_timerfd(self) -> Any:
-        service = TiAService(ramp_config(rate=1000, blocksize=10, udp_mode="off"))
+        service = build_service(ramp_config(rate=1000, blocksize=10, udp_mode="off"))
         service.startService()
         try:
             self.assertEqual(len(precise_readers()), 1)

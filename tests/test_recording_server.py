@@ -32,6 +32,7 @@ from tia import cli
 from tia.client.blocking import TiAClient
 from tia.client.recording_control import recording_request
 from tia.config import ConfigError
+from tia.daemon import build_service
 from tia.protocol.packet import DataPacket
 from tia.server.recorder import RecordingSink, first_free_run, open_raw
 from tia.server.service import TiAService
@@ -136,9 +137,9 @@ class RecordingTestCase(unittest.TestCase):
         self.log = LogCapture(self)
 
     def start(self, opener: Callable[[Path], Any] | None = None, **keys: object) -> TiAService:
-        service = TiAService(recording_config(self.directory, **keys))
+        service = build_service(recording_config(self.directory, **keys))
         if opener is not None:
-            service.sinks.recording.opener = opener
+            service.getServiceNamed("recording").manager.opener = opener
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         return service
@@ -276,7 +277,7 @@ class RecordingTestCase(unittest.TestCase):
         on_disk = list(open_raw(raw).packets())  # read by another file object while recording
         self.assertGreaterEqual(len(on_disk), sent)
         check_ramp_packets(self, on_disk)
-        sink = service.sinks.recording.current
+        sink = service.getServiceNamed("recording").manager.current
         assert sink is not None
         self.assertGreaterEqual(sink.flushed, sent)
 
@@ -298,7 +299,7 @@ class RecordingTestCase(unittest.TestCase):
         state = yield threads.deferToThread(recording_request, "127.0.0.1", service.control_port, "status", 5)
         self.assertIn("recording: error", state)
         self.assertIn("Permission denied", state)
-        self.assertNotIn(service.sinks.recording.current, service.hub.subscribers)
+        self.assertNotIn(service.getServiceNamed("recording").manager.current, service.hub.subscribers)
 
     @inlineCallbacks
     def test_read_only_directory_is_reported(self) -> Any:
@@ -337,7 +338,7 @@ class RecordingTestCase(unittest.TestCase):
         service = self.start(opener=lambda path: _Gate(path, gate=gate), enabled="on", formats="bdf, raw",
                              queue_seconds=0.05)
         yield sleep(0.6)  # the writer is stuck: 16 ticks fit in its queue, the rest are dropped
-        sink = service.sinks.recording.current
+        sink = service.getServiceNamed("recording").manager.current
         assert isinstance(sink, RecordingSink)
         self.assertGreater(sink.dropped, 10)
         self.assertTrue(self.log.find("warn", "queue full"), self.log.lines)

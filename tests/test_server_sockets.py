@@ -21,7 +21,8 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tia.server.service import TiAService
+from tia.daemon import build_service
+from tia.server.listener import ListenError
 
 
 class ServerTestCase(SocketTestCase):
@@ -293,7 +294,6 @@ def test_taken_port_fails_start_before_any_source_starts() -> None:
     import socket
 
     from support import config_from_text
-    from twisted.internet.error import CannotListenError
 
     started: list[str] = []
     with socket.socket() as taken:
@@ -304,12 +304,12 @@ def test_taken_port_fails_start_before_any_source_starts() -> None:
             f"[server]\ncontrol = tcp:{port}:interface=127.0.0.1\n"
             "[source:eeg]\ndriver = ramp\nrate = 10\nchannels = 1\ntype = eeg\n"
         )
-        service = TiAService(config)
+        service = build_service(config)
         service.hub.start_sources = lambda: started.append("sources")  # type: ignore[method-assign]
         try:
             service.startService()
-        except CannotListenError:
-            pass
+        except ListenError as error:
+            assert f"cannot listen on tcp:{port}:interface=127.0.0.1 (test.ini [server] control)" in str(error)
         else:  # pragma: no cover
             service.stopService()
             raise AssertionError("a taken port must fail start-up")

@@ -379,7 +379,7 @@ class TLSStreamingTests(TLSCase):
 
     @inlineCallbacks
     def test_a_peer_that_never_handshakes_is_closed(self) -> Any:
-        self.service.control_service.factory.handshake_timeout = 0.3
+        self.service.control.factory.handshake_timeout = 0.3
         silent = socket.create_connection(("127.0.0.1", self.port))
         self.addCleanup(silent.close)
         silent.setblocking(False)

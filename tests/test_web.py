@@ -13,7 +13,6 @@ import pytest
 from support import SocketTestCase, ramp_config, sleep
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol
 from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
@@ -21,8 +20,9 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from tia.config import ConfigError, parse_web_endpoint
+from tia.daemon import build_service
 from tia.server.hub import StreamHub
-from tia.server.service import TiAService
+from tia.server.listener import ListenError
 from tia.sources import build_source
 from tia.tap import Options
 from tia.web import endpoint_interface
@@ -268,12 +268,12 @@ class WebTestCase(SocketTestCase):
 
     def setUp(self) -> None:
         config = ramp_config(rate=RATE, blocksize=BLOCK, channels=self.channels, extra=MARKERS)
-        self.service = TiAService(config)
-        self.service.web_service.display.frame_rate = self.frame_rate
+        self.service = build_service(config)
+        self.service.getServiceNamed("web").display.frame_rate = self.frame_rate
         self.service.startService()
         self.addCleanup(self.service.stopService)
         self.port = self.service.control_port
-        self.web = self.service.web_service
+        self.web = self.service.getServiceNamed("web")
         self.base = f"http://127.0.0.1:{self.web.port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=self.pool)
@@ -489,8 +489,8 @@ class TakenPortTests(unittest.TestCase):
         taken.listen()
         self.addCleanup(taken.close)
         extra = MARKERS.replace("tcp:0", f"tcp:{taken.getsockname()[1]}")
-        service = TiAService(ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS, extra=extra))
-        with self.assertRaises(CannotListenError):
+        service = build_service(ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS, extra=extra))
+        with self.assertRaisesRegex(ListenError, "cannot listen on .*Address already in use"):
             service.startService()
         self.assertFalse(service.clock.running)
         self.assertEqual(service.hub.ticks_sent, 0)
@@ -504,21 +504,18 @@ class ExposureTests(unittest.TestCase):
 
         from tia.web import WebMonitor
 
-        service = TiAService(ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS))
+        service = build_service(ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS))
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
 
-        class Port:
-            def getHost(self) -> IPv4Address:
-                return IPv4Address("TCP", "0.0.0.0", 8080)
-
+        bound = IPv4Address("TCP", "0.0.0.0", 8080)
         exposed = WebMonitor("tcp:8080:interface=0.0.0.0", service)
         self.assertFalse(exposed.loopback or exposed.site.check_host)
-        exposed._announce(Port())
+        exposed._announce(bound)
         loopback = WebMonitor("tcp:8080:interface=127.0.0.1", service)
         self.assertTrue(loopback.loopback and loopback.site.check_host)
-        loopback._announce(Port())
+        loopback._announce(bound)
         warnings = [e for e in events if e.get("log_level") is not None and e["log_level"].name == "warn"]
         self.assertEqual(len(warnings), 1)
         self.assertIn("not on loopback", warnings[0]["log_format"])

@@ -26,9 +26,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 
 from tia.client.blocking import TiAClient, TiAError
 from tia.client.tls import TLSSettings
@@ -40,6 +42,10 @@ from tia.recording import channel_names, physical_unit
 from tia.server.recorder import QueueSink
 from tia.server.tick import Tick
 from tia.sources.lsl import import_pylsl
+
+if TYPE_CHECKING:
+    from tia.server.hub import StreamHub
+    from tia.server.service import TiAService
 
 __all__ = ["ClockAnchor", "LSLOutletSink", "LSLPublisher", "lsl_type", "republish", "run_client_bridge"]
 
@@ -195,6 +201,38 @@ class LSLOutletSink(QueueSink):
             self.publisher = None
         self.say("info", "{sink}: LSL outlets closed after {packets} packets ({dropped} dropped)",
                  packets=self.pushed, dropped=self.dropped)
+
+
+class LSLOutletService(Service):
+    """[lsl] outlets = on: a child service of ``TiAService``, subscribed before the first tick."""
+
+    name = "lsl"
+
+    def __init__(self, config: LSLOutletConfig, hub: StreamHub, reactor: Any, control: str) -> None:
+        self.config, self.hub, self.reactor, self.control = config, hub, reactor, control
+        self.sink = self._sink()  # built now: a missing liblsl fails at start-up
+
+    def _sink(self) -> LSLOutletSink:
+        return LSLOutletSink(self.config, self.hub.metainfo, self.hub.packet_rate, self.reactor, self.control)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.sink.finished:  # started again
+            self.sink = self._sink()
+        self.sink.start()
+        self.hub.subscribe(self.sink)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.hub.unsubscribe(self.sink)
+        return self.sink.stop()
+
+
+def attach_lsl(service: TiAService) -> LSLOutletService:
+    """Give ``service`` its [lsl] outlets."""
+    outlets = LSLOutletService(service.config.lsl, service.hub, service.reactor, service.config.control)
+    outlets.setServiceParent(service)
+    return outlets
 
 
 # ------------------------------------------------------------------ tia lsl: a TiA client as LSL outlets

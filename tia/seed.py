@@ -66,8 +66,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python import threadable
@@ -482,12 +481,12 @@ class _WatchFirstConnection(Factory):
 
     noisy = False
 
-    def __init__(self, inner: Factory, on_closed: Callable[[], None]) -> None:
+    def __init__(self, inner: IProtocolFactory, on_closed: Callable[[], None]) -> None:
         self.inner = inner
         self._on_closed: Callable[[], None] | None = on_closed
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        protocol: TiAControlProtocol | None = self.inner.buildProtocol(addr)  # type: ignore[assignment]
+        protocol: TiAControlProtocol | None = self.inner.buildProtocol(addr)  # type: ignore[assignment,arg-type]
         on_closed, self._on_closed = self._on_closed, None
         if protocol is not None and on_closed is not None:
             protocol.closed.addCallback(lambda _: on_closed())
@@ -626,20 +625,21 @@ class TiAServer:
     def _start_on_reactor(
         self, config: ServerConfig, sources: Sequence[CallbackSource], interface: str, port: int, single_shot: bool
     ) -> _Run:
-        from tia.server.service import TiAService
+        from tia.daemon import build_service
+        from tia.server.listener import ListenError
 
         try:
-            service = TiAService(config, sources=sources, warn_exposure=False)  # start() warns, in its words
+            service = build_service(config, sources=sources, warn_exposure=False)  # start() warns, in its words
         except ValueError as error:  # the stream hub's refusals
             raise TiAException(str(error)) from None
         run: _Run | None = None
         if single_shot:
-            control: Any = service.control_service
-            control.factory = _WatchFirstConnection(control.factory, lambda: self._single_shot_over(run))
+            watched = _WatchFirstConnection(service.control.factory, lambda: self._single_shot_over(run))
+            service.control.factory = watched
         try:
-            service.privilegedStartService()  # binds the control port, or raises now
-        except CannotListenError as error:
-            raise TiAException(f"cannot listen on {interface}:{port}: {error.socketError}") from None
+            service.bind()  # the control port, or an error now
+        except ListenError as error:
+            raise TiAException(f"cannot listen on {interface}:{port}: {error.reason}") from None
         service.startService()
         run = _Run(service, (interface, service.control_port))
         return run

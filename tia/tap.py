@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -70,7 +71,12 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    from tia.server.service import TiAService
+    from twisted.internet import reactor
+
+    from tia.daemon import build_service
 
     assert options.config is not None
-    return TiAService(options.config)
+    core: Any = reactor
+    # A source that asks for the server to stop (on_error / on_end = stop-server) ends the process:
+    # twistd stops its services, gracefully, when the reactor stops.
+    return build_service(options.config, on_fatal=lambda reason: core.callWhenRunning(core.stop))

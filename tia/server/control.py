@@ -40,12 +40,45 @@ from tia.protocol.control import (
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
 from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
 from tia.server.guard import RequestBudget, harden_tcp, is_tls
-from tia.server.recorder import control_handlers
 
 if TYPE_CHECKING:
     from tia.server.service import TiAServerFactory
 
 log = Logger()
+
+ControlHandler = Callable[["TiAControlProtocol", ControlMessage], bytes]
+"""An extension command: the session it came on and the request, to the whole reply (built by
+``tia.protocol.control``)."""
+
+
+class ControlCommands:
+    """The control channel's extension commands (txtia's ``StartRecording``, ...).
+
+    An extension registers its commands here; the control channel answers
+    them like the TiA 1.0 commands and knows nothing else of the extension.
+    A client that never sends them never sees them.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, ControlHandler] = {}
+
+    def register(self, command: str, handler: ControlHandler) -> None:
+        if command in TIA_COMMANDS or command in self._handlers:
+            raise ValueError(f"the control command {command!r} is taken")
+        self._handlers[command] = handler
+
+    def get(self, command: str) -> ControlHandler | None:
+        return self._handlers.get(command)
+
+    def __contains__(self, command: object) -> bool:
+        return command in self._handlers
+
+
+TIA_COMMANDS = frozenset({
+    Command.CHECK_PROTOCOL_VERSION, Command.GET_METAINFO, Command.GET_DATA_CONNECTION,
+    Command.START_DATA_TRANSMISSION, Command.STOP_DATA_TRANSMISSION, Command.GET_SERVER_STATE_CONNECTION,
+    Command.SET_CUSTOM_SIGNAL_INFO,
+})
 
 LINGER_SECONDS = 2.0  # after an Error and our FIN, how long the peer may take to close its side
 TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS client's hello (a record of type handshake)
@@ -84,7 +117,6 @@ class TiAControlProtocol(Protocol):
             Command.STOP_DATA_TRANSMISSION: self._stop,
             Command.GET_SERVER_STATE_CONNECTION: self._get_server_state_connection,
             Command.SET_CUSTOM_SIGNAL_INFO: self._set_custom_signal_info,
-            **control_handlers(self),  # txtia extension: StartRecording, StopRecording, GetRecordingState
         }
 
     # ------------------------------------------------------------ framing
@@ -222,14 +254,18 @@ class TiAControlProtocol(Protocol):
             self._violation(f"too many requests (limit {self._budget.rate} per second)", key="flood")
             return
         handler = self._handlers.get(message.command)
-        if handler is None:
-            self.server.guard.log.emit(
-                ("unknown", self.peer_host), "unknown command {command!r} from {peer}",
-                level=LogLevel.info, command=message.command[:64], peer=self.peer_host,
-            )
-            reply = build_error()  # the reference's exact reply; the connection stays usable
-        else:
+        if handler is not None:
             reply = handler(message)
+        else:
+            extension = self.server.commands.get(message.command)
+            if extension is not None:
+                reply = extension(self, message)
+            else:
+                self.server.guard.log.emit(
+                    ("unknown", self.peer_host), "unknown command {command!r} from {peer}",
+                    level=LogLevel.info, command=message.command[:64], peer=self.peer_host,
+                )
+                reply = build_error()  # the reference's exact reply; the connection stays usable
         self.transport.write(reply)
 
     # ------------------------------------------------------------ commands

@@ -11,10 +11,7 @@ client behind ``tia event CODE`` is ``tia.client.events.post_event``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from twisted.application import strports
-from twisted.application.service import IService
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -26,7 +23,7 @@ from tia.sources.injected import DEFAULT_EVENTS_PORT, MAX_LINE, EventRejected, E
 
 log = Logger()
 
-__all__ = ["DEFAULT_EVENTS_PORT", "EventFactory", "EventLineProtocol", "events_service"]
+__all__ = ["DEFAULT_EVENTS_PORT", "EventFactory", "EventLineProtocol", "events_factory"]
 
 
 class EventLineProtocol(LineReceiver):
@@ -82,12 +79,7 @@ class EventFactory(Factory):
         return protocol
 
 
-def events_service(
-    endpoint: str, sources: Sequence[ISource], reactor: Any, guard: ConnectionGuard | None = None
-) -> IService:
-    """The listening service for ``[events] endpoint``, routing to the injected sources."""
+def events_factory(sources: Sequence[ISource], guard: ConnectionGuard | None = None) -> EventFactory:
+    """What ``[events] endpoint`` listens with: lines routed to the injected sources."""
     injected = [s for s in sources if isinstance(s, InjectedEventSource)]
-    factory = EventFactory(EventRouter(injected), guard)
-    service: IService = strports.service(endpoint, factory, reactor=reactor)
-    service.setName("events")
-    return service
+    return EventFactory(EventRouter(injected), guard)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -65,9 +66,9 @@ from tia.recording import Recorder, RecordingError, channel_names, physical_unit
 from tia.server.tick import Tick
 
 if TYPE_CHECKING:
-    from tia.config import ServerConfig
-    from tia.server.control import TiAControlProtocol
+    from tia.server.control import ControlCommands, TiAControlProtocol
     from tia.server.hub import StreamHub
+    from tia.server.service import TiAService
 
 __all__ = [
     "GET_RECORDING_STATE",
@@ -78,9 +79,9 @@ __all__ = [
     "QueueSink",
     "RawRecording",
     "RecordingManager",
+    "RecordingService",
     "RecordingSink",
-    "ServerSinks",
-    "control_handlers",
+    "attach_recording",
     "convert_raw",
     "open_raw",
 ]
@@ -829,83 +830,72 @@ class RecordingManager:
         return report
 
 
-def control_handlers(control: TiAControlProtocol) -> dict[str, Callable[[ControlMessage], bytes]]:
-    """The control extension: ``StartRecording``, ``StopRecording``, ``GetRecordingState``."""
+class RecordingService(Service):
+    """[recording] of a running server: a child service of ``TiAService`` (started before the
+    first tick, stopped after the last) and the control extension that starts and stops runs."""
 
-    def manager() -> RecordingManager | bytes:
-        found: RecordingManager | None = getattr(control.server, "recording", None)
-        if found is None:
-            return build_error("recording is not available on this server")
-        if not found.config.control:
+    name = "recording"
+
+    def __init__(self, config: RecordingConfig, hub: StreamHub, reactor: Any, server: dict[str, Any]) -> None:
+        self.config = config
+        self.manager = RecordingManager(config, hub, reactor, server)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.config.enabled and self.manager.current is None:
+            self.manager.start()
+
+    def stopService(self) -> Deferred[None]:
+        """After the clock stopped: queued ticks are written and the files completed."""
+        super().stopService()
+        return self.manager.stop_all()
+
+    def register_commands(self, commands: ControlCommands) -> None:
+        """``StartRecording``, ``StopRecording``, ``GetRecordingState`` on the control channel."""
+        commands.register(START_RECORDING, self._start)
+        commands.register(STOP_RECORDING, self._stop)
+        commands.register(GET_RECORDING_STATE, self._state)
+
+    def _refusal(self) -> bytes | None:
+        if not self.config.control:
             return build_error("recording control is switched off on this server ([recording] control = off)")
-        return found
+        return None
 
-    def start(message: ControlMessage) -> bytes:
-        recording = manager()
-        if isinstance(recording, bytes):
-            return recording
+    def _start(self, session: TiAControlProtocol, message: ControlMessage) -> bytes:
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         try:
-            recording.start()
+            self.manager.start()
         except RecordingStateError as error:
             return build_error(str(error))
-        log.info("recording started by {peer}", peer=control.peer_host)
+        log.info("recording started by {peer}", peer=session.peer_host)
         return OK_REPLY
 
-    def stop(message: ControlMessage) -> bytes:
-        recording = manager()
-        if isinstance(recording, bytes):
-            return recording
+    def _stop(self, session: TiAControlProtocol, message: ControlMessage) -> bytes:
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         try:
-            recording.stop()
+            self.manager.stop()
         except RecordingStateError as error:
             return build_error(str(error))
-        log.info("recording stopped by {peer}", peer=control.peer_host)
+        log.info("recording stopped by {peer}", peer=session.peer_host)
         return OK_REPLY
 
-    def state(message: ControlMessage) -> bytes:
-        recording = manager()
-        if isinstance(recording, bytes):
-            return recording
-        report = recording.state()
+    def _state(self, session: TiAControlProtocol, message: ControlMessage) -> bytes:
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
+        report = self.manager.state()
         return build_message(RECORDING_STATE, report["state"], json.dumps(report).encode("utf-8"))
 
-    return {START_RECORDING: start, STOP_RECORDING: stop, GET_RECORDING_STATE: state}
 
-
-class ServerSinks:
-    """The server's optional sinks, [recording] and [lsl], started and stopped with it."""
-
-    def __init__(self, config: ServerConfig, hub: StreamHub, reactor: Any) -> None:
-        self.config = config
-        self.hub = hub
-        server = {"control": config.control, "host": socket.gethostname(), "config": config.path}
-        self.recording = RecordingManager(config.recording, hub, reactor, server)
-        self.reactor = reactor
-        self.lsl: QueueSink | None = self._outlets()  # built here: a missing liblsl fails at start-up
-
-    def _outlets(self) -> QueueSink | None:
-        if not self.config.lsl.outlets:
-            return None
-        from tia.lsl_bridge import LSLOutletSink
-
-        return LSLOutletSink(self.config.lsl, self.hub.metainfo, self.hub.packet_rate, self.reactor,
-                             self.config.control)
-
-    def start(self) -> None:
-        """Before the clock starts, so that the sinks see the first tick."""
-        if self.lsl is not None:
-            if self.lsl.finished:  # the service is started again
-                self.lsl = self._outlets()
-                assert self.lsl is not None
-            self.lsl.start()
-            self.hub.subscribe(self.lsl)
-        if self.config.recording.enabled and self.recording.current is None:
-            self.recording.start()
-
-    def stop(self) -> Deferred[None]:
-        """After the clock stopped: queued ticks are written, files completed, outlets closed."""
-        waiting = [self.recording.stop_all()]
-        if self.lsl is not None:
-            self.hub.unsubscribe(self.lsl)
-            waiting.append(self.lsl.stop())
-        return defer.DeferredList(waiting, consumeErrors=True).addCallback(lambda _: None)
+def attach_recording(service: TiAService) -> RecordingService:
+    """Give ``service`` its [recording]: the child service and its control commands."""
+    config = service.config
+    server = {"control": config.control, "host": socket.gethostname(), "config": config.path}
+    recording = RecordingService(config.recording, service.hub, service.reactor, server)
+    recording.setServiceParent(service)
+    recording.register_commands(service.commands)
+    return recording

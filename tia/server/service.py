@@ -1,24 +1,23 @@
 """The daemon as a Twisted service: sources, clock, hub and the three channels wired up.
 
-``TiAService`` owns everything with a lifetime: it binds the control port in
-``privilegedStartService`` (so a taken port fails start-up), starts sources
-and the clock in ``startService``, and on a graceful stop tells server-state
-clients ``ServerStateShutdown`` before closing every connection.
+``TiAService`` owns everything with a lifetime: it binds its ports in
+``bind`` (``privilegedStartService`` under twistd, so a taken port fails
+start-up), starts sources and the clock in ``startService``, and on a
+graceful stop tells server-state clients ``ServerStateShutdown`` before
+closing every connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
-    IReactorCore,
     IReactorTCP,
     IReactorTime,
     IReactorUDP,
@@ -30,12 +29,13 @@ from twisted.python.failure import Failure
 from tia.config import ServerConfig
 from tia.protocol.control import SERVER_STATE_RUNNING, SERVER_STATE_SHUTDOWN, Command, build_message
 from tia.server.clock import MasterClock, best_clock
-from tia.server.control import TiAControlProtocol
+from tia.server.control import ControlCommands, TiAControlProtocol
 from tia.server.custom import CustomStreams
 from tia.server.data import UDPDestination, UDPSender
+from tia.server.events import events_factory
 from tia.server.guard import ConnectionGuard, RefusalProtocol, exposure_warning, harden_tcp
 from tia.server.hub import StreamHub
-from tia.server.recorder import RecordingManager, ServerSinks
+from tia.server.listener import Listener
 from tia.sources import build_source
 from tia.sources.base import ISource
 
@@ -119,12 +119,14 @@ class TiAServerFactory(ServerFactory):
 
     protocol = TiAControlProtocol
 
-    def __init__(self, config: ServerConfig, hub: StreamHub, reactor: Any) -> None:
+    def __init__(
+        self, config: ServerConfig, hub: StreamHub, reactor: Any, commands: ControlCommands | None = None
+    ) -> None:
         self.config = config
         self.hub = hub
         self.reactor = reactor
+        self.commands = commands or ControlCommands()
         self.controls: set[TiAControlProtocol] = set()
-        self.recording: RecordingManager | None = None  # [recording]; TiAService sets it
         self.metainfo_reply = build_message(Command.METAINFO, content=hub.metainfo.to_xml())
         self.custom_streams = CustomStreams(hub)  # SetCustomSignalInfo: one stream per distinct request
         per_second = float(hub.packet_rate) * hub.max_packet_size
@@ -172,7 +174,14 @@ class TiAServerFactory(ServerFactory):
 
 
 class TiAService(MultiService):
-    """The whole daemon. ``sources`` overrides the configured ones (the seed-compatible API)."""
+    """The daemon's core: sources, clock, hub, the control, data and server-state channels, and
+    the ``[events]`` endpoint. Optional parts (web monitor, recording, LSL outlets) attach
+    themselves as child services and control commands (``tia.daemon.build_service``).
+
+    ``sources`` overrides the configured ones (the seed-compatible API). ``on_fatal(reason)``
+    is called when a source asks for the server to stop (``on_error`` / ``on_end =
+    stop-server``): under twistd it stops the process; by default the service stops itself.
+    """
 
     def __init__(
         self,
@@ -182,6 +191,7 @@ class TiAService(MultiService):
         clock: IReactorTime | None = None,
         *,
         warn_exposure: bool = True,
+        on_fatal: Callable[[str], object] | None = None,
     ) -> None:
         """``warn_exposure=False``: the caller says itself that the port is reachable from afar."""
         super().__init__()
@@ -193,54 +203,61 @@ class TiAService(MultiService):
         self.reactor = reactor
         built = list(sources) if sources is not None else [build_source(s) for s in config.sources]
         self.hub = StreamHub(built, config.subject, on_fatal=self._fatal)
+        self._on_fatal = on_fatal
         self._own_clock: IReactorTime | None = None  # built here, so released here
         if clock is None:
             clock = self._own_clock = best_clock(reactor)
         self.clock = MasterClock(self.hub.packet_rate, self.hub.run, clock, config.stall_policy)
-        self.factory = TiAServerFactory(config, self.hub, reactor)
-        self.sinks = ServerSinks(config, self.hub, reactor)  # [recording], [lsl]: work off the reactor thread
-        self.factory.recording = self.sinks.recording
+        self.commands = ControlCommands()  # extensions of the control channel register here
+        self.factory = TiAServerFactory(config, self.hub, reactor, self.commands)
         self.warn_exposure = warn_exposure
-        self.control_service = strports.service(
-            config.control, self.factory.listening_factory(self.factory, "control"), reactor=reactor
-        )
-        self.control_service.setServiceParent(self)
-        self.events_service: Any = None  # [events] endpoint: posted event codes, off by default
+        where = f"{config.path} [server] control" if config.path else "[server] control"
+        self.control = Listener(config.control, self.factory.listening_factory(self.factory, "control"),
+                                reactor, where)
+        self.events: Listener | None = None  # [events] endpoint: posted event codes, off by default
         if config.events_endpoint is not None:
-            from tia.server.events import events_service
-
-            self.events_service = events_service(config.events_endpoint, built, reactor, self.factory.guard)
-            self.events_service.setServiceParent(self)
-        self.web_service: Any = None  # [web] endpoint or --web: the live monitor (tia.web), off by default
-        if config.web_endpoint is not None:
-            from tia.web import web_service
-
-            self.web_service = web_service(config.web_endpoint, self)
-            self.web_service.setServiceParent(self)
+            where = f"{config.path} [events] endpoint" if config.path else "[events] endpoint"
+            self.events = Listener(config.events_endpoint, events_factory(built, self.factory.guard), reactor, where)
         self._udp_port: IListeningPort | None = None
-
-    @property
-    def events_port(self) -> int:
-        """The bound events port (useful with ``tcp:0``)."""
-        port: int = self.events_service._waitingForPort.result.getHost().port
-        return port
 
     @property
     def control_port(self) -> int:
         """The bound control port (useful with ``tcp:0``)."""
-        waiting: Any = self.control_service._waitingForPort  # type: ignore[attr-defined]
-        port: int = waiting.result.getHost().port
+        port: int = self.control.address.port  # type: ignore[attr-defined]
         return port
+
+    @property
+    def events_port(self) -> int:
+        """The bound events port (useful with ``tcp:0``)."""
+        assert self.events is not None
+        port: int = self.events.address.port  # type: ignore[attr-defined]
+        return port
+
+    def bind(self) -> None:
+        """Listen on the control and ``[events]`` endpoints and ask every child service with a
+        ``bind()`` (the web monitor) to do the same: a taken port fails here, with
+        ``ListenError``, before any source or socket is opened. Idempotent."""
+        try:
+            self.control.bind()
+            if self.events is not None:
+                self.events.bind()
+            for child in self:
+                bind = getattr(child, "bind", None)
+                if bind is not None:
+                    bind()
+        except Exception:
+            self._close_listeners()
+            raise
+
+    def privilegedStartService(self) -> None:
+        """twistd calls this before dropping privileges: bind the ports now."""
+        self.bind()
+        super().privilegedStartService()
 
     def startService(self) -> None:
         """Bind first (a taken port fails before any source or socket is opened), then stream."""
-        if self.control_service._waitingForPort is None:  # type: ignore[attr-defined]
-            self.control_service.privilegedStartService()  # not yet bound by twistd
+        self.bind()
         try:
-            if self.events_service is not None and self.events_service._waitingForPort is None:
-                self.events_service.privilegedStartService()  # a taken port fails here too
-            if self.web_service is not None:
-                self.web_service.bind()  # the monitor's port as well
             self.hub.start_sources()
             if self.factory.udp_sender is not None:
                 udp_reactor: IReactorUDP = self.reactor
@@ -249,14 +266,9 @@ class TiAService(MultiService):
                     0, self.factory.udp_sender, interface=interface, maxPacketSize=8192
                 )
         except Exception:
-            self.control_service.stopService()
-            if self.events_service is not None and self.events_service._waitingForPort is not None:
-                self.events_service.stopService()
-            if self.web_service is not None:
-                self.web_service.stopService()
+            self._close_listeners()
             raise
-        super().startService()
-        self.sinks.start()  # subscribed before the first tick
+        super().startService()  # children (sinks) subscribe before the first tick
         self.clock.start()
         tls = self.config.tls
         exposed = exposure_warning(self.config.control, "off" if tls is None else tls.mode)
@@ -278,7 +290,8 @@ class TiAService(MultiService):
         )
 
     def stopService(self) -> Deferred[None]:
-        """Graceful stop: state clients hear ``ServerStateShutdown`` before anything closes."""
+        """Graceful stop: state clients hear ``ServerStateShutdown`` before anything closes;
+        children (sinks) stop after the last tick, so recordings end complete."""
         log.info("TiA server stopping")
         self.factory.state.announce_shutdown()
         self.clock.stop()
@@ -293,13 +306,19 @@ class TiAService(MultiService):
         if self._udp_port is not None:
             waiting.append(defer.maybeDeferred(self._udp_port.stopListening))
             self._udp_port = None
+        waiting.extend(self._close_listeners())
         waiting.append(defer.maybeDeferred(super().stopService))
-        waiting.append(self.sinks.stop())  # after the last tick: recordings completed, outlets closed
         done: Deferred[Any] = defer.DeferredList(waiting, consumeErrors=True)
         timer = self.reactor.callLater(SHUTDOWN_GRACE_SECONDS, self._abort_connections)
         done.addBoth(lambda _: timer.cancel() if timer.active() else None)
         done.addBoth(lambda _: self.hub.stop_sources())
         return done
+
+    def _close_listeners(self) -> list[Deferred[None]]:
+        closing = [self.control.close()]
+        if self.events is not None:
+            closing.append(self.events.close())
+        return closing
 
     def _abort_connections(self) -> None:
         for control in tuple(self.factory.controls):
@@ -310,7 +329,9 @@ class TiAService(MultiService):
                 client.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _fatal(self, reason: str) -> None:
-        core: IReactorCore = self.reactor
+        """A source asked for the server to stop: its owner decides how (twistd: the process)."""
         log.critical("stopping the server: {reason}", reason=reason)
-        core.callWhenRunning(core.stop)
-
+        if self._on_fatal is not None:
+            self._on_fatal(reason)
+        elif self.running:
+            self.stopService()

@@ -14,13 +14,13 @@ import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
 
-from twisted.application import strports
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from tia.server.listener import Listener
 from tia.web.display import FRAME_RATE, LiveDisplay
 from tia.web.resources import MonitorSite, root_resource
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-__all__ = ["WebMonitor", "endpoint_interface", "web_service"]
+__all__ = ["WebMonitor", "attach_web", "endpoint_interface"]
 
 
 def endpoint_interface(endpoint: str) -> str | None:
@@ -65,20 +65,20 @@ class WebMonitor(Service):
         self.loopback = kind in ("tcp", "tcp6") and _is_loopback(endpoint_interface(endpoint))
         root = root_resource(service, self.display, self.uptime)
         self.site = MonitorSite(root, service.reactor, check_host=self.loopback, guard=service.factory.guard)
-        self.listener: Any = strports.service(endpoint, self.site, reactor=service.reactor)
+        where = f"{service.config.path} [web] endpoint" if service.config.path else "--web or [web] endpoint"
+        self.listener = Listener(endpoint, self.site, service.reactor, where)
 
     def uptime(self) -> float:
         return time.monotonic() - self._started
 
     def bind(self) -> None:
         """Listen now (idempotent), so a taken port fails start-up before anything streams."""
-        if self.listener._waitingForPort is None:
-            self.listener.privilegedStartService()
+        self.listener.bind()
 
     @property
     def port(self) -> int:
         """The bound TCP port (useful with ``tcp:0``)."""
-        port: int = self.listener._waitingForPort.result.getHost().port
+        port: int = self.listener.address.port  # type: ignore[attr-defined]
         return port
 
     def privilegedStartService(self) -> None:
@@ -88,17 +88,13 @@ class WebMonitor(Service):
     def startService(self) -> None:
         super().startService()
         self.bind()
-        self.listener.startService()
         self._started = time.monotonic()
-        self.listener._waitingForPort.addCallback(self._announce)
+        self._announce(self.listener.address)
 
-    def _announce(self, port: Any) -> Any:
-        if port is None:
-            return port
-        address = port.getHost()
+    def _announce(self, address: Any) -> None:
         if isinstance(address, UNIXAddress):
             log.info("live monitor on the UNIX socket {path}", path=address.name)
-            return port
+            return
         host = f"[{address.host}]" if ":" in address.host else address.host
         log.info("live monitor at {url}", url=f"http://{host}:{address.port}/")
         if not self.loopback:
@@ -106,19 +102,18 @@ class WebMonitor(Service):
                 "the live monitor listens on {endpoint}, not on loopback: anyone who reaches it sees the "
                 "live signals and the clients' addresses (there is no authentication)", endpoint=self.endpoint,
             )
-        return port
 
     def stopService(self) -> Deferred[Any]:
         """End the event streams, close every connection, stop listening."""
         super().stopService()
         self.display.close()
         closing = self.site.close_connections()
-        bound = self.listener._waitingForPort is not None
-        stopping = defer.maybeDeferred(self.listener.stopService) if bound else defer.succeed(None)
-        done: Deferred[Any] = defer.DeferredList([closing, stopping], consumeErrors=True)
+        done: Deferred[Any] = defer.DeferredList([closing, self.listener.close()], consumeErrors=True)
         return done
 
 
-def web_service(endpoint: str, service: TiAService, frame_rate: float = FRAME_RATE) -> WebMonitor:
-    """The monitor for ``service`` on ``endpoint`` (a Twisted server endpoint string)."""
-    return WebMonitor(endpoint, service, frame_rate)
+def attach_web(service: TiAService, endpoint: str, frame_rate: float = FRAME_RATE) -> WebMonitor:
+    """Give ``service`` the live monitor on ``endpoint`` (a Twisted server endpoint string)."""
+    monitor = WebMonitor(endpoint, service, frame_rate)
+    monitor.setServiceParent(service)
+    return monitor
