@@ -11,7 +11,13 @@ from support import config_from_text
 from test_tls import make_pki
 from twisted.python import usage
 
-from tia.config import ConfigError, load_config, sources_from_signal_options, with_control_port
+from tia.config import (
+    ConfigError,
+    endpoint_address,
+    load_config,
+    sources_from_signal_options,
+    with_control_port,
+)
 from tia.tap import PACKAGED_CONFIG, Options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +118,7 @@ def test_signal_options() -> None:
     for bad in ["eeg:16:512", "eegg:1:10:1", "eeg:x:10:1", "eeg:1:10:1:triangle", "eeg:0:10:1", "event:1:10:1"]:
         with pytest.raises(ConfigError) as info:
             sources_from_signal_options([bad])
-        assert info.value.key == "--signal"
+        assert info.value.key == f"--signal #1 {bad!r}"  # the option, its position and what was written
 
 
 def test_with_control_port() -> None:
@@ -123,6 +129,15 @@ def test_with_control_port() -> None:
     config = config_from_text(MINIMAL + "[server]\ncontrol = unix:/tmp/tia.sock\n")
     with pytest.raises(ConfigError):
         with_control_port(config, 1)
+
+
+def test_endpoint_address() -> None:
+    """The port (or path) a listening error is matched against, however the endpoint is written."""
+    assert endpoint_address("tcp:9000:interface=127.0.0.1") == "9000"
+    assert endpoint_address("tcp:interface=0.0.0.0:port=9001") == "9001"
+    assert endpoint_address("tcp6:9002:interface=\\:\\:1") == "9002"
+    assert endpoint_address("unix:/run/tia.sock") == "/run/tia.sock"
+    assert endpoint_address("unix:address=/run/a\\:b.sock:mode=600") == "/run/a:b.sock"
 
 
 def test_plugin_options(tmp_path: Path) -> None:
