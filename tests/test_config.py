@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from support import config_from_text
 from test_tls import make_pki
-from twisted.python import usage
 
 from tia.config import (
     ConfigError,
@@ -18,7 +17,7 @@ from tia.config import (
     sources_from_signal_options,
     with_control_port,
 )
-from tia.tap import PACKAGED_CONFIG, Options
+from tia.tap import PACKAGED_CONFIG, Options, StartupError
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = "[source:eeg]\ndriver = sine\nrate = 256\nblocksize = 8\nchannels = 4\ntype = eeg\n"
@@ -148,10 +147,10 @@ def test_plugin_options(tmp_path: Path) -> None:
     assert options.config is not None
     assert options.config.control == "tcp:9500:interface=127.0.0.1"
     assert [s.driver for s in options.config.sources] == ["ramp"]
-    with pytest.raises(usage.UsageError, match="unknown key"):
+    with pytest.raises(StartupError, match="unknown key"):  # one line, no usage text: not a UsageError
         path.write_text(MINIMAL + "bogus = 1\n")
         Options().parseOptions(["--config", str(path)])
     path.write_text(MINIMAL)
-    with pytest.raises(usage.UsageError, match="--signal"):
+    with pytest.raises(StartupError, match="--signal"):
         Options().parseOptions(["--config", str(path), "--signal", "eeg:1"])
     assert "--signal" in str(Options())

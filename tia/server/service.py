@@ -232,15 +232,27 @@ class TiAService(MultiService):
         port: int = waiting.result.getHost().port
         return port
 
+    def bind(self) -> None:
+        """Listen on the control, events and web endpoints; idempotent. A taken port fails here.
+
+        ``twistd tia`` calls it from ``makeService``, before the pid file and the
+        daemon's fork, so a taken port is one line and leaves nothing behind.
+        """
+        if self.control_service._waitingForPort is None:  # type: ignore[attr-defined]
+            self.control_service.privilegedStartService()
+        if self.events_service is not None and self.events_service._waitingForPort is None:
+            self.events_service.privilegedStartService()  # a taken port fails here too
+        if self.web_service is not None:
+            self.web_service.bind()  # the monitor's port as well
+
+    def privilegedStartService(self) -> None:
+        """twistd's step before it drops privileges: bind (done already if ``makeService`` did)."""
+        self.bind()
+
     def startService(self) -> None:
         """Bind first (a taken port fails before any source or socket is opened), then stream."""
-        if self.control_service._waitingForPort is None:  # type: ignore[attr-defined]
-            self.control_service.privilegedStartService()  # not yet bound by twistd
         try:
-            if self.events_service is not None and self.events_service._waitingForPort is None:
-                self.events_service.privilegedStartService()  # a taken port fails here too
-            if self.web_service is not None:
-                self.web_service.bind()  # the monitor's port as well
+            self.bind()
             self.hub.start_sources()
             if self.factory.udp_sender is not None:
                 udp_reactor: IReactorUDP = self.reactor
