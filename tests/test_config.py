@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 from support import config_from_text
 from test_tls import make_pki
-from twisted.python import usage
 
-from tia.config import ConfigError, load_config, sources_from_signal_options, with_control_port
-from tia.tap import PACKAGED_CONFIG, Options
+from tia.config import (
+    ConfigError,
+    endpoint_address,
+    load_config,
+    sources_from_signal_options,
+    with_control_port,
+)
+from tia.tap import PACKAGED_CONFIG, Options, StartupError
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = "[source:eeg]\ndriver = sine\nrate = 256\nblocksize = 8\nchannels = 4\ntype = eeg\n"
@@ -112,7 +117,7 @@ def test_signal_options() -> None:
     for bad in ["eeg:16:512", "eegg:1:10:1", "eeg:x:10:1", "eeg:1:10:1:triangle", "eeg:0:10:1", "event:1:10:1"]:
         with pytest.raises(ConfigError) as info:
             sources_from_signal_options([bad])
-        assert info.value.key == "--signal"
+        assert info.value.key == f"--signal #1 {bad!r}"  # the option, its position and what was written
 
 
 def test_with_control_port() -> None:
@@ -125,6 +130,15 @@ def test_with_control_port() -> None:
         with_control_port(config, 1)
 
 
+def test_endpoint_address() -> None:
+    """The port (or path) a listening error is matched against, however the endpoint is written."""
+    assert endpoint_address("tcp:9000:interface=127.0.0.1") == "9000"
+    assert endpoint_address("tcp:interface=0.0.0.0:port=9001") == "9001"
+    assert endpoint_address("tcp6:9002:interface=\\:\\:1") == "9002"
+    assert endpoint_address("unix:/run/tia.sock") == "/run/tia.sock"
+    assert endpoint_address("unix:address=/run/a\\:b.sock:mode=600") == "/run/a:b.sock"
+
+
 def test_plugin_options(tmp_path: Path) -> None:
     path = tmp_path / "s.ini"
     path.write_text(MINIMAL)
@@ -133,10 +147,10 @@ def test_plugin_options(tmp_path: Path) -> None:
     assert options.config is not None
     assert options.config.control == "tcp:9500:interface=127.0.0.1"
     assert [s.driver for s in options.config.sources] == ["ramp"]
-    with pytest.raises(usage.UsageError, match="unknown key"):
+    with pytest.raises(StartupError, match="unknown key"):  # one line, no usage text: not a UsageError
         path.write_text(MINIMAL + "bogus = 1\n")
         Options().parseOptions(["--config", str(path)])
     path.write_text(MINIMAL)
-    with pytest.raises(usage.UsageError, match="--signal"):
+    with pytest.raises(StartupError, match="--signal"):
         Options().parseOptions(["--config", str(path), "--signal", "eeg:1"])
     assert "--signal" in str(Options())

@@ -104,3 +104,68 @@ def test_twistd_refuses_a_bad_config_with_file_section_and_key(tmp_path: Path) -
     )
     assert result.returncode != 0
     assert f"{bad} [source:eeg] frequncy: unknown key" in result.stdout.decode() + result.stderr.decode()
+
+
+def twistd_command(*args: str, missing: str | None = None) -> list[str]:
+    """``twistd -n tia ARGS`` with its default pid file; ``missing``: run as if that package were not installed."""
+    if missing is None:
+        return [twistd(), "-n", "tia", *args]
+    prelude = (f"import sys; sys.modules[{missing!r}] = None; sys.argv = ['twistd', '-n', 'tia', *sys.argv[1:]]; "
+               "from twisted.scripts.twistd import run; run()")
+    return [sys.executable, "-c", prelude, *args]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+EEG_INI = "[source:eeg]\ndriver = sine\nrate = 256\nblocksize = 8\nchannels = 4\ntype = eeg\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ini", "args", "missing", "line"),
+    [
+        (EEG_INI + "frequncy = 3\n", ["--config", "{ini}"], None,
+         "{ini} [source:eeg] frequncy: unknown key for driver 'sine' (its options: amplitude, frequency, offset, "
+         "phase)"),
+        (None, ["--signal", "eeg:16:512:16", "--signal", "bp:1:64:x"], None,
+         "--signal #2 'bp:1:64:x': BLOCKSIZE 'x' is not a number of samples per packet (1..65535)"),
+        (None, ["--signal", "eeg:4:512:16", "--signal", "button:2:64:1"], None,
+         "--signal #2 'button:2:64:1': button is aperiodic and sent at most once per packet, at the packet grid "
+         "(32:1): write button:2 or button:2:0:0"),
+        (None, ["--port", "90o0"], None, "--port '90o0': not a TCP port (0..65535)"),
+        (EEG_INI + "[recording]\nenabled = on\nformats = bdf\n", ["--config", "{ini}"], "edfio",
+         "{ini} [recording] formats: recording EDF/BDF needs edfio: pip install 'txtia[record]'"),
+        (None, ["--port", "{taken}"], None,
+         "--port {taken}: cannot listen on tcp:{taken}:interface=127.0.0.1: Address already in use "
+         "(another program, or a second daemon, has it)"),
+        ("[server]\ncontrol = tcp:{taken}:interface=127.0.0.1\n" + EEG_INI, ["--config", "{ini}"], None,
+         "{ini} [server] control: cannot listen on tcp:{taken}:interface=127.0.0.1: Address already in use "
+         "(another program, or a second daemon, has it)"),
+        ("[events]\nendpoint = tcp:{taken}:interface=127.0.0.1\n[source:t]\ndriver = injected\nchannels = t:event\n"
+         + EEG_INI, ["--config", "{ini}", "--port", "0"], None,
+         "{ini} [events] endpoint: cannot listen on tcp:{taken}:interface=127.0.0.1: Address already in use "
+         "(another program, or a second daemon, has it)"),
+    ],
+    ids=["config", "signal", "aperiodic-signal", "port", "missing-extra", "taken-port", "taken-control",
+         "taken-events"],
+)
+def test_a_start_up_error_is_one_line_without_usage_traceback_or_pid_file(
+    tmp_path: Path, taken_port: int, ini: str | None, args: list[str], missing: str | None, line: str
+) -> None:
+    path = tmp_path / "lab.ini"
+    if ini is not None:
+        path.write_text(ini.format(taken=taken_port))
+    fields = {"ini": str(path), "taken": taken_port}
+    result = subprocess.run(
+        twistd_command(*(arg.format(**fields) for arg in args), missing=missing),
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (1, line.format(**fields) + "\n", "")
+    assert not (tmp_path / "twistd.pid").exists()

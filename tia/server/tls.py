@@ -13,13 +13,8 @@ module while TLS is off.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
@@ -27,7 +22,8 @@ from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from tia.config import ConfigError, TLSConfig
+from tia.config import TLSConfig
+from tia.config.tls import read_tls_files
 from tia.protocol.control import build_error
 from tia.server.guard import ConnectionGuard
 
@@ -37,91 +33,26 @@ PLAIN_CLIENT_REPLY = build_error(
 )
 
 
-def check_tls_files(tls: TLSConfig, config_path: str | None = None) -> None:
-    """Raise ``ConfigError`` (naming ``[server]`` and the key) unless the files make a server context."""
-    server_options(tls, config_path)
-
-
 def server_options(tls: TLSConfig, config_path: str | None = None) -> ssl.CertificateOptions:
-    """The one server context of the daemon: TLS 1.2 or later, client certificates when configured."""
-    chain = _certificates(tls.certificate, "tls_certificate", config_path)
-    key = _private_key(tls.key, tls.key == tls.certificate, config_path)
-    if _public_der(key.public_key()) != _public_der(chain[0].public_key()):
-        raise ConfigError(
-            f"the private key in {tls.key} does not belong to the certificate in {tls.certificate}",
-            config_path, "server", "tls_key",
-        )
+    """The one server context of the daemon: TLS 1.2 or later, client certificates when configured.
+
+    The files are read and checked by ``tia.config.tls`` (``ConfigError`` naming the key at fault).
+    """
+    identity = read_tls_files(tls, config_path)
     extra: dict[str, Any] = {}
-    if tls.client_ca is not None:
-        authorities = _certificates(tls.client_ca, "tls_client_ca", config_path)
+    if identity.client_authorities is not None:
         extra["trustRoot"] = ssl.trustRootFromCertificates(
-            [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in authorities]
+            [ssl.Certificate(crypto.X509.from_cryptography(c)) for c in identity.client_authorities]
         )
     # cryptography objects, which pyOpenSSL takes (its own X509/PKey are deprecated); Twisted's
     # annotations still name the pyOpenSSL types, hence the untyped keywords
-    identity: dict[str, Any] = {"privateKey": key, "certificate": chain[0], "extraCertChain": chain[1:]}
+    chain = identity.chain
+    credentials: dict[str, Any] = {"privateKey": identity.key, "certificate": chain[0], "extraCertChain": chain[1:]}
     return ssl.CertificateOptions(
-        **identity,
+        **credentials,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         **extra,
     )
-
-
-def _read(path: str, key: str, config_path: str | None) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}", config_path, "server", key) from None
-
-
-def _certificates(path: str, key: str, config_path: str | None) -> list[x509.Certificate]:
-    data = _read(path, key, config_path)
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        certificates = []
-    if not certificates:
-        raise ConfigError(
-            f"{path} is not a PEM certificate (-----BEGIN CERTIFICATE-----)", config_path, "server", key
-        )
-    return certificates
-
-
-_KeyTypes = (
-    rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
-    | dsa.DSAPrivateKey
-)
-
-
-def _private_key(path: str, in_certificate: bool, config_path: str | None) -> _KeyTypes:
-    data = _read(path, "tls_key", config_path)
-    if b"PRIVATE KEY-----" not in data:
-        where = f"the certificate file {path} holds no private key; set tls_key" if in_certificate else (
-            f"{path} is not a PEM private key (-----BEGIN PRIVATE KEY-----)"
-        )
-        raise ConfigError(where, config_path, "server", "tls_key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(
-            f"the private key in {path} is encrypted; the daemon starts unattended, so store it "
-            "unencrypted and readable only by the server's user (openssl pkey -in IN -out OUT)",
-            config_path, "server", "tls_key",
-        ) from None
-    except (ValueError, UnsupportedAlgorithm) as error:
-        raise ConfigError(f"{path}: not a usable private key: {error}", config_path, "server", "tls_key") from None
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-                      | ed448.Ed448PrivateKey | dsa.DSAPrivateKey):
-        raise ConfigError(
-            f"{path}: a {type(key).__name__} cannot sign TLS handshakes; use an RSA or EC key",
-            config_path, "server", "tls_key",
-        )
-    return key
-
-
-def _public_der(key: Any) -> bytes:
-    der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return der
 
 
 class _ServerTLSConnection(BufferingTLSTransport):

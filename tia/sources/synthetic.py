@@ -5,6 +5,8 @@ of a seeded generator advanced tick by tick), a client can check exactly what
 it received: ``ramp`` channel ``c`` (1-based) carries ``c * 1000 + k % 1000``.
 On an aperiodic signal type the wave is sampled once per tick and sent only
 when it changes, which turns ``square`` into button presses.
+``aperiodic_default`` is what ``--signal TYPE:CHANNELS`` serves on each
+aperiodic type when no wave is named: something that happens now and then.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy.typing as npt
 from zope.interface import implementer
 
 from tia.protocol.packet import SampleArray
+from tia.protocol.signals import SignalType
 from tia.sources.base import ISource, SourceSpec
 
 Wave = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float64]]
@@ -117,6 +120,24 @@ WAVES: dict[str, Callable[[SourceSpec], Wave]] = {
     "noise": noise,
     "ramp": ramp,
 }
+
+
+def aperiodic_default(signal_type: SignalType, channels: int) -> tuple[str, dict[str, object]]:
+    """The driver and options ``--signal TYPE:CHANNELS`` uses on an aperiodic type without a wave.
+
+    Each sends only when something happens, with values of the type's kind:
+    integer codes for events and keys, 1 (pressed) and 0 (released) for buttons.
+    """
+    name = signal_type.name
+    if name in ("button", "mouse-button"):
+        return "square", {"frequency": [1.0]}  # pressed for half a second, then released: one press a second
+    if name == "axis":  # a joystick circling once every 4 s (x, y, x, ... a quarter period apart), -1..1
+        return "sine", {"frequency": [0.25], "phase": [90.0 * (n % 4) for n in range(channels)]}
+    if name == "keycode":
+        return "events", {"interval": 1.0, "codes": [65.0, 66.0, 67.0]}  # keys A, B, C in turn, one a second
+    if name == "event":
+        return "events", {"interval": 1.0, "codes": [1.0]}  # code 1 once a second: driver = events' defaults
+    raise ValueError(f"{name} is not an aperiodic signal type")
 
 
 @implementer(ISource)
