@@ -85,6 +85,7 @@ class ServerConfig:
     allow: tuple[Network, ...] = ()  # client networks allowed to connect; empty: everyone
     request_rate: int = 200  # control requests per second per connection (bursts of as many)
     stall_policy: str = "catch-up"  # after a stalled reactor: send every missed tick, or skip them
+    sample_order: str = "channel-major"  # samples inside a signal's block on the wire (eegdev reads sample-major)
     recording: RecordingConfig = field(default_factory=RecordingConfig)  # [recording]
     lsl: LSLOutletConfig = field(default_factory=LSLOutletConfig)  # [lsl] outlets
     tls: TLSConfig | None = None  # [server] tls_*: control, data and state connections over TLS; off by default

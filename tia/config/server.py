@@ -11,6 +11,7 @@ from tia.config.extras import missing_extra
 from tia.config.model import DEFAULT_CONTROL, Network, ServerConfig, TLSConfig, UDPConfig
 from tia.config.reader import ConfigError, Section
 from tia.protocol.metainfo import Subject
+from tia.protocol.packet import SAMPLE_ORDERS
 
 UDP_MODES = ("off", "unicast", "broadcast", "multicast")
 STALL_POLICIES = ("catch-up", "skip")
@@ -29,6 +30,7 @@ class ServerKeys(NamedTuple):
     allow: tuple[Network, ...]
     request_rate: int
     stall_policy: str
+    sample_order: str
     tls: TLSConfig | None
 
 
@@ -45,6 +47,7 @@ def parse_server(section: Section) -> ServerKeys:
         allow=_allow(section),
         request_rate=section.integer("request_rate", 200, 0, 1_000_000),
         stall_policy=section.choice("stall_policy", "catch-up", STALL_POLICIES),
+        sample_order=section.choice("sample_order", "channel-major", SAMPLE_ORDERS),
         tls=_parse_tls(section, control),
     )
     section.check_all_used()

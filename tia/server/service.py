@@ -202,7 +202,7 @@ class TiAService(MultiService):
         self.config = config
         self.reactor = reactor
         built = list(sources) if sources is not None else [build_source(s) for s in config.sources]
-        self.hub = StreamHub(built, config.subject, on_fatal=self._fatal)
+        self.hub = StreamHub(built, config.subject, on_fatal=self._fatal, sample_order=config.sample_order)
         self._on_fatal = on_fatal
         self._own_clock: IReactorTime | None = None  # built here, so released here
         if clock is None:
