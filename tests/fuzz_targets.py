@@ -133,13 +133,10 @@ def event_line(data: bytes) -> None:
 def _server_factory() -> object:
     from support import ramp_config
 
-    from tia.server.hub import StreamHub
-    from tia.server.service import TiAServerFactory
-    from tia.sources import build_source
+    from tia.server.service import TiAService
 
     config = ramp_config(rate=250, blocksize=1, channels=4)
-    hub = StreamHub([build_source(s) for s in config.sources], config.subject)
-    return TiAServerFactory(config, hub, MemoryReactorClock())
+    return TiAService(config, MemoryReactorClock()).factory
 
 
 def server_control(data: bytes) -> None:
@@ -162,8 +159,9 @@ def server_control(data: bytes) -> None:
         if protocol.tcp_listener is not None:
             protocol.tcp_listener.close()
         protocol.connectionLost(None)
-        for subscriber in factory.hub.subscribers:  # type: ignore[attr-defined]
-            factory.hub.unsubscribe(subscriber)  # type: ignore[attr-defined]
+        hub = factory.data.hub  # type: ignore[attr-defined]
+        for subscriber in hub.subscribers:
+            hub.unsubscribe(subscriber)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -23,12 +23,10 @@ from twisted.trial import unittest
 
 from tia.config import ServerConfig, parse_config
 from tia.daemon import build_service
-from tia.protocol.control import ControlMessage, ControlParser
+from tia.protocol.control import Command, ControlMessage, ControlParser, build_message
 from tia.protocol.packet import DataPacket, PacketStreamDecoder, decode_packet
-from tia.server.control import TiAControlProtocol
-from tia.server.hub import StreamHub
-from tia.server.service import TiAServerFactory, TiAService
-from tia.sources import build_source
+from tia.server.control import ServerControlProtocol
+from tia.server.service import TiAService
 from tia.sources.base import ISource
 
 RAMP_INI = """
@@ -117,9 +115,11 @@ class Wire:
 
     def __init__(self, config: ServerConfig, peer: str = "127.0.0.1") -> None:
         self.reactor = MemoryReactorClock()
-        self.hub = StreamHub([build_source(s) for s in config.sources], config.subject)
-        self.factory = TiAServerFactory(config, self.hub, self.reactor)
-        self.protocol: TiAControlProtocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
+        self.service = TiAService(config, self.reactor)  # built, never started: its channels only
+        self.hub = self.service.hub
+        self.factory = self.service.factory
+        self.service_metainfo_reply = build_message(Command.METAINFO, content=self.hub.metainfo.to_xml())
+        self.protocol: ServerControlProtocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
         self.transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 9000), peerAddress=IPv4Address("TCP", peer, 5000)
         )
@@ -304,7 +304,7 @@ class SocketTestCase(unittest.TestCase):
         server_side = None
         for _ in range(100):
             yield sleep(0.05)
-            server_side = next(c.tcp_data for c in self.service.factory.controls if c.tcp_data and
+            server_side = next(c.tcp_data for c in self.service.factory.sessions if c.tcp_data and
                                c.tcp_data.transport.getPeer().port == slow.getsockname()[1])
             if server_side.dropped > 50:
                 break

@@ -360,7 +360,7 @@ def test_accepted_then_metainfo_describes_this_connection_only() -> None:
     assert meta.signal("eeg").labels == ("eeg3", "eeg1")
 
     other.dataReceived(b"TiA 1.0\nGetMetaInfo\n\n")
-    assert other_transport.value() == wire.factory.metainfo_reply  # the others are untouched
+    assert other_transport.value() == wire.service_metainfo_reply  # the others are untouched
 
 
 def test_validation_error_in_the_reference_form_and_the_connection_stays_usable() -> None:
@@ -371,7 +371,7 @@ def test_validation_error_in_the_reference_form_and_the_connection_stays_usable(
     assert message.error_text().startswith("signal type 'eeg': downsamplingFactor 3 does not divide")
     assert reply.startswith(b"TiA 1.0\nValidationError\nContent-Length:")
     assert wire.command("CheckProtocolVersion") == b"TiA 1.0\nOK\n\n"
-    assert wire.command("GetMetaInfo") == wire.factory.metainfo_reply
+    assert wire.command("GetMetaInfo") == wire.service_metainfo_reply
     assert wire.customize(SELECT) == b"TiA 1.0\nOK\n\n"  # a refused request does not count
 
 
@@ -417,7 +417,7 @@ def test_udp_group_modes_refuse_custom_info_but_tcp_works(mode: str, peer: str) 
 def test_group_mode_accepts_an_identity_customization() -> None:
     wire = Wire(udp_mode="multicast\naddress = 239.255.7.7\nport = 9002")
     assert wire.customize(request(signal('type="eeg"', 1, 2, 3, 4))) == b"TiA 1.0\nOK\n\n"
-    assert wire.command("GetMetaInfo") == wire.factory.metainfo_reply
+    assert wire.command("GetMetaInfo") == wire.service_metainfo_reply
     assert wire.command("GetDataConnection:UDP") == b"TiA 1.0\nDataConnectionPort:9002\n\n"
 
 

@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tia.server.control import TiAControlProtocol
+from tia.server.control import ServerControlProtocol
 from tia.server.data import TCPDataListener, TCPDataProtocol
 
 
@@ -47,13 +47,15 @@ def rss_bytes() -> int:
 def live(kind: type, factory: object) -> int:
     """Instances of ``kind`` still alive that belong to the server of ``factory`` (other tests' aside)."""
 
-    def owner(obj: object) -> object:
-        if isinstance(obj, TiAControlProtocol):
-            return obj.server
-        callback = getattr(obj, "_on_lost", None)  # data protocols and listeners: their control's server
-        return getattr(getattr(callback, "__self__", None), "server", None)
+    sessions = factory.sessions  # type: ignore[attr-defined]
 
-    return sum(isinstance(o, kind) and owner(o) is factory for o in gc.get_objects())
+    def owner(obj: object) -> object:
+        if isinstance(obj, ServerControlProtocol):
+            return obj.sessions
+        callback = getattr(obj, "_on_lost", None)  # data protocols and listeners: their control's sessions
+        return getattr(getattr(callback, "__self__", None), "sessions", None)
+
+    return sum(isinstance(o, kind) and owner(o) is sessions for o in gc.get_objects())
 
 
 class ChurnTests(SocketTestCase):
@@ -100,7 +102,7 @@ class ChurnTests(SocketTestCase):
     def settle(self) -> Any:
         for _ in range(50):  # until the server has seen every close
             yield sleep(0.02)
-            if len(self.service.factory.controls) == 1 and len(self.service.hub.subscribers) == 1:
+            if len(self.service.factory.sessions) == 1 and len(self.service.hub.subscribers) == 1:
                 break
         yield sleep(0.1)
         gc.collect()
@@ -118,10 +120,10 @@ class ChurnTests(SocketTestCase):
         self.assertEqual(open_fds(), fds)
         self.assertLess(rss_bytes() - rss, 4 << 20)
         factory = self.service.factory
-        self.assertEqual(live(TiAControlProtocol, factory), 1)  # the stayer's session only
+        self.assertEqual(live(ServerControlProtocol, factory), 1)  # the stayer's session only
         self.assertEqual(live(TCPDataProtocol, factory), 1)
         self.assertEqual(live(TCPDataListener, factory), 1)  # the stayer's, held by its data protocol
-        self.assertEqual(len(self.service.factory.controls), 1)
+        self.assertEqual(len(self.service.factory.sessions), 1)
         self.assertEqual(len(self.service.hub.subscribers), 1)
         yield collector.wait_for(len(collector.packets) + 10)
         check_stream(self, collector.packets)

@@ -158,7 +158,7 @@ def test_group_stream_flows_while_any_client_is_started() -> None:
     second_protocol.makeConnection(second_transport)
     for protocol in (first.protocol, second_protocol):
         protocol.dataReceived(request("GetDataConnection:UDP") + request("StartDataTransmission"))
-    group = first.factory.udp_group
+    group = first.service.data.udp_group
     assert first.hub.subscribers == (group,)
     first.protocol.dataReceived(request("StopDataTransmission"))
     assert first.hub.subscribers == (group,)
@@ -172,4 +172,38 @@ def test_closing_control_unsubscribes_and_closes_data() -> None:
     assert wire.hub.subscribers
     wire.protocol.connectionLost(None)
     assert wire.hub.subscribers == ()
-    assert wire.protocol not in wire.factory.controls
+    assert wire.protocol not in wire.factory.sessions
+
+
+def test_the_control_channel_is_a_line_receiver_with_the_protocol_bounds() -> None:
+    from twisted.protocols.basic import LineReceiver
+
+    wire = Wire()
+    assert isinstance(wire.protocol, LineReceiver)
+    assert wire.protocol.delimiter == b"\n" and wire.protocol.MAX_LENGTH == 1024
+
+
+def test_floods_cost_linear_time_blank_lines_skipped_in_one_step() -> None:
+    """LineReceiver's own loop copies the rest of the buffer once per line: a megabyte of
+    newlines would take minutes. Ours walks the chunk once, and blank lines between messages
+    never reach lineReceived."""
+    wire = support.Wire(ramp_config(rate=250, blocksize=1, channels=4, server_extra="request_rate = 0"))
+    lines: list[bytes] = []
+    real = wire.protocol.lineReceived
+    wire.protocol.lineReceived = lambda line: (lines.append(line), real(line))[1]  # type: ignore[method-assign]
+    assert wire.send(b"\n" * 1_000_000 + request("CheckProtocolVersion")) == b"TiA 1.0\nOK\n\n"
+    assert lines == [b"TiA 1.0", b"CheckProtocolVersion", b""]
+    replies = wire.send(request("CheckProtocolVersion") * 100_000)  # 3.3 MB of short lines at once
+    assert replies == b"TiA 1.0\nOK\n\n" * 100_000
+
+
+def test_a_body_arrives_in_raw_mode_and_line_mode_resumes_after_it() -> None:
+    wire = Wire()
+    content = b"<tiaCustomSignalInfo/>\n\n"
+    message = b"TiA 1.0\nFooBar\nContent-Length:%d\n\n" % len(content) + content + request("CheckProtocolVersion")
+    modes: list[int] = []
+    real = wire.protocol.rawDataReceived
+    wire.protocol.rawDataReceived = lambda data: (modes.append(len(data)), real(data))[1]  # type: ignore[method-assign]
+    assert wire.send(message) == b"TiA 1.0\nError\n\nTiA 1.0\nOK\n\n"
+    assert modes == [len(content)]  # the body, newlines and all, raw and exactly
+    assert wire.protocol.line_mode

@@ -111,7 +111,7 @@ class TCPStreamingTests(ServerTestCase):
         for _, collector in survivors:
             check_stream(self, collector.packets)
         self.assertEqual(len(self.service.hub.subscribers), len(survivors))
-        self.assertEqual(len(self.service.factory.controls), len(survivors))
+        self.assertEqual(len(self.service.factory.sessions), len(survivors))
 
 
 class UDPUnicastTests(ServerTestCase):

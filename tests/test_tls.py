@@ -218,7 +218,7 @@ class TLSCase(SocketTestCase):
         return connectProtocol(endpoint, protocol).addCallback(lambda _: protocol)
 
     def server_control(self, peer_port: int) -> Any:
-        return next(c for c in self.service.factory.controls if c.transport.getPeer().port == peer_port)
+        return next(c for c in self.service.factory.sessions if c.transport.getPeer().port == peer_port)
 
 
 # -- TLS with any client -------------------------------------------------------------
@@ -257,7 +257,7 @@ class TLSStreamingTests(TLSCase):
         result, reason = yield self.in_thread(ask)
         self.assertEqual(result, (False, 0))
         self.assertIn("not encrypted", reason or "")
-        self.assertIsNone(self.service.factory.udp_sender)  # no UDP socket, no group stream
+        self.assertIsNone(self.service.data.udp_sender)  # no UDP socket, no group stream
         with self.assertRaises(ValueError):
             TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport="UDP", tls=self.settings())
 

@@ -476,7 +476,7 @@ class SlowBrowserTests(WebTestCase):
         buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         self.assertLess(buffered, transport.bufferSize + 2 * frame_size + 1024)
         # the display never slowed the data clients down
-        (control,) = self.service.factory.controls
+        (control,) = self.service.factory.sessions
         assert control.tcp_data is not None
         self.assertEqual(control.tcp_data.dropped, 0)
 

@@ -82,7 +82,7 @@ from tia.sources.base import ChannelSpec, SourceError, SourceSpec
 from tia.sources.callback import CallbackSource
 
 if TYPE_CHECKING:
-    from tia.server.control import TiAControlProtocol
+    from tia.server.control import ServerControlProtocol
     from tia.server.service import TiAService
 
 __all__ = [
@@ -486,7 +486,7 @@ class _WatchFirstConnection(Factory):
         self._on_closed: Callable[[], None] | None = on_closed
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        protocol: TiAControlProtocol | None = self.inner.buildProtocol(addr)  # type: ignore[assignment,arg-type]
+        protocol: ServerControlProtocol | None = self.inner.buildProtocol(addr)  # type: ignore[assignment,arg-type]
         on_closed, self._on_closed = self._on_closed, None
         if protocol is not None and on_closed is not None:
             protocol.closed.addCallback(lambda _: on_closed())

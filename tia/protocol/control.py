@@ -175,6 +175,15 @@ class ControlParser:
         """True between messages (nothing partial buffered)."""
         return self._state == self._VERSION and not self._buffer
 
+    def skip_blanks(self, data: bytes, start: int = 0) -> int:
+        """Where the next line starts in ``data`` from ``start``: past any blank lines and white
+        space between messages, which peers send and which mean nothing (``start`` itself
+        inside a message). One regex step, so a flood of blank lines costs linear time."""
+        if self._state != self._VERSION:
+            return start
+        blanks = _LEADING_BLANKS.match(data, start)
+        return start if blanks is None else blanks.end()
+
     def line_received(self, raw_line: bytes) -> ControlMessage | None:
         """Take one line (without its ``\\n``); return a message when it completes one."""
         if self._state == self._CONTENT:
@@ -266,11 +275,10 @@ class ControlParser:
                     if message is not None:
                         messages.append(message)
                     continue
-                if self._state == self._VERSION:
-                    skip = _LEADING_BLANKS.match(buffer, start)
-                    if skip is not None:
-                        start = skip.end()
-                        continue
+                skipped = self.skip_blanks(buffer, start)
+                if skipped != start:
+                    start = skipped
+                    continue
                 end = buffer.find(b"\n", start)
                 if end < 0:
                     if size - start > self.max_line_length:

@@ -44,6 +44,11 @@ class SignalInfo:
     def flag(self) -> int:
         return self.type.flag
 
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The labels, an unlabelled channel named after the type and its number (``eeg3``)."""
+        return tuple(label or f"{self.type.name}{n}" for n, label in enumerate(self.labels, start=1))
+
 
 @dataclass(frozen=True)
 class MetaInfo:

@@ -1,10 +1,13 @@
-"""The control channel: bytes go to the sans-IO parser, its messages to the handlers.
+"""The control channel: a ``LineReceiver`` per client, its lines and bodies to the sans-IO parser.
 
-One ``TiAControlProtocol`` per client holds that client's session: its data
-connection (TCP or UDP), whether it is streaming, its custom signal info if
-it asked for one (SPEC section 6), and nothing else. Every
-reply is built by ``tia.protocol.control`` and written in one ``write``,
-because some peers read a reply with a single ``recv``.
+One ``ServerControlProtocol`` per client holds that client's session: its
+data connection (TCP or UDP), whether it is streaming, its custom signal
+info if it asked for one (SPEC section 6), and nothing else. Header lines
+arrive through ``lineReceived`` (delimiter ``\\n``, at most ``MAX_LENGTH``
+bytes, else ``lineLengthExceeded``); a ``Content-Length`` body switches to
+raw mode for exactly that many bytes. Every reply is built by
+``tia.protocol.control`` and written in one ``write``, because some peers
+read a reply with a single ``recv``.
 
 Hostile or broken peers are bounded here (see ``tia.server.guard``): framing
 violations get ``Error -- <reason>`` and a close; more than ``request_rate``
@@ -16,15 +19,15 @@ streaming producer of its own transport), so replies never pile up.
 
 from __future__ import annotations
 
-import ipaddress
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTCP, ITCPTransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger, LogLevel
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,17 +41,28 @@ from tia.protocol.control import (
     build_message,
 )
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
-from tia.server.data import TCPDataListener, TCPDataProtocol, UDPDestination, free_udp_port
-from tia.server.guard import RequestBudget, harden_tcp, is_tls
-
-if TYPE_CHECKING:
-    from tia.server.service import TiAServerFactory
+from tia.protocol.metainfo import MetaInfo
+from tia.server.data import DataChannels, TCPDataListener, TCPDataProtocol, UDPDestination
+from tia.server.guard import ConnectionGuard, RefusalProtocol, RequestBudget, harden_tcp, is_tls
+from tia.server.state import ServerStateChannel
+from tia.server.status import SessionStatus
 
 log = Logger()
 
-ControlHandler = Callable[["TiAControlProtocol", ControlMessage], bytes]
+__all__ = ["ControlCommands", "ControlFactory", "ControlHandler", "ControlLimits", "ServerControlProtocol"]
+
+LINGER_SECONDS = 2.0  # after an Error and our FIN, how long the peer may take to close its side
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS client's hello (a record of type handshake)
+
+ControlHandler = Callable[["ServerControlProtocol", ControlMessage], bytes]
 """An extension command: the session it came on and the request, to the whole reply (built by
 ``tia.protocol.control``)."""
+
+TIA_COMMANDS = frozenset({
+    Command.CHECK_PROTOCOL_VERSION, Command.GET_METAINFO, Command.GET_DATA_CONNECTION,
+    Command.START_DATA_TRANSMISSION, Command.STOP_DATA_TRANSMISSION, Command.GET_SERVER_STATE_CONNECTION,
+    Command.SET_CUSTOM_SIGNAL_INFO,
+})
 
 
 class ControlCommands:
@@ -74,44 +88,73 @@ class ControlCommands:
         return command in self._handlers
 
 
-TIA_COMMANDS = frozenset({
-    Command.CHECK_PROTOCOL_VERSION, Command.GET_METAINFO, Command.GET_DATA_CONNECTION,
-    Command.START_DATA_TRANSMISSION, Command.STOP_DATA_TRANSMISSION, Command.GET_SERVER_STATE_CONNECTION,
-    Command.SET_CUSTOM_SIGNAL_INFO,
-})
+@dataclass(frozen=True)
+class ControlLimits:
+    """What one control connection may send ([server] keys; 0 switches a limit off)."""
 
-LINGER_SECONDS = 2.0  # after an Error and our FIN, how long the peer may take to close its side
-TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS client's hello (a record of type handshake)
+    max_line_length: int = 1024
+    max_content_length: int = 1 << 20
+    request_rate: int = 200  # requests per second (bursts of as many)
+    idle_timeout: float = 60.0  # seconds without a request, for a connection that streams nothing
 
 
 @implementer(IPushProducer)
-class TiAControlProtocol(Protocol):
-    def __init__(self, server: TiAServerFactory) -> None:
-        self.server = server
-        config = server.config
-        self.parser = ControlParser(config.max_line_length, config.max_content_length)
+class ServerControlProtocol(LineReceiver):
+    """One client's control connection and session.
+
+    Its collaborators are passed in, each for what it does: ``data`` opens and
+    feeds data connections, ``state`` the server-state ports, ``commands``
+    answers extension commands, ``sessions`` is the set of live sessions (the
+    connection limits count it), ``clock`` times the idle check and the
+    request budget, ``guard`` logs violations rate-limited.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(
+        self,
+        *,
+        limits: ControlLimits,
+        metainfo: MetaInfo,
+        data: DataChannels,
+        state: ServerStateChannel,
+        commands: ControlCommands,
+        sessions: set[ServerControlProtocol],
+        clock: IReactorTime,
+        guard: ConnectionGuard,
+    ) -> None:
+        self.limits = limits
+        self.metainfo = metainfo
+        self.data = data
+        self.state = state
+        self.commands = commands
+        self.sessions = sessions
+        self.clock = clock
+        self.guard = guard
+        self.MAX_LENGTH = limits.max_line_length
+        self.parser = ControlParser(limits.max_line_length, limits.max_content_length)
+        self.metainfo_reply = build_message(Command.METAINFO, content=metainfo.to_xml())
         self.peer_host = "?"
+        self.peer = "?"  # host:port
         self.local_host = "127.0.0.1"
         self.started = False
         self.tcp_listener: TCPDataListener | None = None
         self.tcp_data: TCPDataProtocol | None = None
         self.udp_destination: UDPDestination | None = None
-        self.custom: CustomSignalInfo | None = None
-        self._custom_metainfo_reply: bytes | None = None
+        self.custom: CustomSignalInfo | None = None  # SetCustomSignalInfo, as accepted
+        self._stream_custom: CustomSignalInfo | None = None  # the same, unless it changes nothing
         self.asked_state = False
         self.requests = 0
         self.closed: Deferred[None] = Deferred()
-        self._budget = RequestBudget(config.request_rate, server.reactor.seconds)
-        self._pending: deque[ControlMessage] = deque()  # parsed, not yet answered (output paused)
-        self._violation_pending: str | None = None
-        self._paused = False
+        self._budget = RequestBudget(limits.request_rate, clock.seconds)
+        self._unparsed = b""  # the start of a line not complete yet
         self._idle_timer: IDelayedCall | None = None
         self._linger_timer: IDelayedCall | None = None  # set while closing after an Error
         self._last_request = 0.0
         self._received = False
         self._handlers: dict[str, Callable[[ControlMessage], bytes]] = {
             Command.CHECK_PROTOCOL_VERSION: lambda message: OK_REPLY,
-            Command.GET_METAINFO: lambda message: self._custom_metainfo_reply or self.server.metainfo_reply,
+            Command.GET_METAINFO: lambda message: self.metainfo_reply,
             Command.GET_DATA_CONNECTION: self._get_data_connection,
             Command.START_DATA_TRANSMISSION: self._start,
             Command.STOP_DATA_TRANSMISSION: self._stop,
@@ -119,24 +162,72 @@ class TiAControlProtocol(Protocol):
             Command.SET_CUSTOM_SIGNAL_INFO: self._set_custom_signal_info,
         }
 
-    # ------------------------------------------------------------ framing
+    # ------------------------------------------------------------ connection
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         peer, local = self.transport.getPeer(), self.transport.getHost()
         self.peer_host = getattr(peer, "host", "?")
+        port = getattr(peer, "port", None)
+        self.peer = f"{self.peer_host}:{port}" if port is not None else self.peer_host
         self.local_host = getattr(local, "host", "127.0.0.1")
-        self.server.controls.add(self)
+        self.sessions.add(self)
         harden_tcp(self.transport)
         # Replies wait in Twisted's buffer while the peer does not read; past its
         # bufferSize we are paused and stop reading the peer's requests in turn.
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
-        self._last_request = self.server.reactor.seconds()
-        if self.server.config.idle_timeout:
-            self._idle_timer = self.server.reactor.callLater(self.server.config.idle_timeout, self._idle_check)
-        log.info("control connection from {peer}", peer=f"{self.peer_host}:{getattr(peer, 'port', '?')}")
+        self._last_request = self.clock.seconds()
+        if self.limits.idle_timeout:
+            self._idle_timer = self.clock.callLater(self.limits.idle_timeout, self._idle_check)
+        log.info("control connection from {peer}", peer=self.peer)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        for timer in (self._idle_timer, self._linger_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle_timer = None
+        self._unparsed = b""
+        self.started = False
+        self._update_subscription()
+        if self.tcp_listener is not None:
+            self.tcp_listener.close()
+            self.tcp_listener = None
+        if self.tcp_data is not None:
+            self.tcp_data.close(self.clock)
+        self.udp_destination = None
+        self.sessions.discard(self)
+        log.info("control connection from {peer} closed", peer=self.peer_host)
+        self.closed.callback(None)
+
+    def status(self) -> SessionStatus:
+        """A read-only snapshot of this session, for /status and ``GetServerStatus``."""
+        custom = self.custom is not None
+        if self.tcp_data is not None:
+            data = self.tcp_data
+            return SessionStatus(self.peer, "TCP", data.peer, self.started, data.packets, data.dropped, custom)
+        if self.udp_destination is not None:
+            destination = self.udp_destination
+            host, port = destination.address
+            return SessionStatus(
+                self.peer, f"UDP {self.data.udp.mode}", f"{host}:{port}", self.started, destination.packets,
+                None, custom,
+            )
+        waiting = "TCP (not yet connected)" if self.tcp_listener is not None else None
+        return SessionStatus(self.peer, waiting, None, self.started, 0, None, custom)
+
+    @property
+    def unhandled_bytes(self) -> int:
+        """Bytes received and not yet handled: a partial line, or what waits while the peer
+        does not read its replies (at most one read of the transport)."""
+        return len(self._unparsed)
+
+    # ------------------------------------------------------------ framing (LineReceiver)
 
     def dataReceived(self, data: bytes) -> None:
+        """``LineReceiver``'s loop, walking the bytes with an index instead of splitting the buffer
+        once per line (which copies the rest each time: quadratic in a flood of short lines);
+        blank lines between messages are skipped in one step. Lines still go to
+        ``lineReceived``, bodies to ``rawDataReceived``, endless lines to ``lineLengthExceeded``."""
         if self._closing():
             return  # also what a peer sends after its Error reply: read and dropped
         if not self._received and data:
@@ -145,39 +236,70 @@ class TiAControlProtocol(Protocol):
                 # a TLS client's hello may hold no newline: it would wait for ever for an answer
                 self._violation("TLS is off on this server: connect without TLS", key="tls hello")
                 return
+        buffer = self._unparsed + data if self._unparsed else data
+        self._unparsed = b""
+        start, size = 0, len(buffer)
+        parser = self.parser
+        while start < size and not self.paused and not self._closing():
+            if not self.line_mode:
+                stop = min(size, start + parser.content_remaining)
+                self.rawDataReceived(buffer[start:stop])
+                start = stop
+                continue
+            skipped = parser.skip_blanks(buffer, start)
+            if skipped != start:
+                start = skipped
+                continue
+            end = buffer.find(self.delimiter, start)
+            if end < 0:
+                if size - start > self.MAX_LENGTH:
+                    self.lineLengthExceeded(buffer[start:])
+                    return
+                break
+            if end - start > self.MAX_LENGTH:
+                self.lineLengthExceeded(buffer[start:end])
+                return
+            line = buffer[start:end]
+            start = end + 1
+            self.lineReceived(line)
+        if start < size and not self._closing():
+            self._unparsed = buffer[start:]  # a partial line, or what waits while paused
+
+    def lineReceived(self, line: bytes) -> None:
         try:
-            self._pending.extend(self.parser.feed(data))  # linear in the chunk, bounded per line
+            message = self.parser.line_received(line)
         except ControlProtocolError as error:
-            self._pending.extend(error.messages)  # answer what came before the violation
-            self._violation_pending = str(error)
-        self._answer_pending()
+            self._violation(str(error))
+            return
+        if self.parser.content_remaining:
+            self.setRawMode()  # a Content-Length body follows
+        elif message is not None:
+            self._dispatch(message)
 
-    def _answer_pending(self) -> None:
-        while self._pending and not self._paused and not self._closing():
-            self._dispatch(self._pending.popleft())
-        if self._violation_pending is not None and not self._pending:
-            reason, self._violation_pending = self._violation_pending, None
-            self._violation(reason)
+    def rawDataReceived(self, data: bytes) -> None:
+        """Bytes of a ``Content-Length`` body (``dataReceived`` hands over no more than it needs)."""
+        message, _ = self.parser.content_received(data)
+        if message is not None:
+            self.setLineMode()
+            self._dispatch(message)
 
-    # IPushProducer: Twisted pauses us while our replies are not being read
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._violation(f"control line longer than {self.MAX_LENGTH} bytes")
 
-    def pauseProducing(self) -> None:
-        self._paused = True
-        if self.transport is not None:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
+    # IPushProducer (LineReceiver's own pause logic): Twisted pauses us while our replies are not read
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        if self.transport is None:
-            return
-        if self._closing():
+        if self.transport is not None and self._closing():
+            self.paused = False
             self.transport.unregisterProducer()  # type: ignore[attr-defined]  # lets the close finish
             return
-        self.transport.resumeProducing()  # type: ignore[attr-defined]
-        self._answer_pending()
+        super().resumeProducing()  # reads the transport again and continues with what is buffered
 
     def stopProducing(self) -> None:
-        self._pending.clear()
+        self._unparsed = b""
+        super().stopProducing()
+
+    # ------------------------------------------------------------ closing
 
     def _closing(self) -> bool:
         transport: Any = self.transport
@@ -188,7 +310,7 @@ class TiAControlProtocol(Protocol):
         if self._closing():
             return
         assert self.transport is not None
-        self._pending.clear()
+        self._unparsed = b""
         self.transport.unregisterProducer()  # type: ignore[attr-defined]
         self.transport.loseConnection()
 
@@ -197,7 +319,7 @@ class TiAControlProtocol(Protocol):
         if self._closing():
             return
         assert self.transport is not None
-        self.server.guard.log.emit(
+        self.guard.log.emit(
             (key, self.peer_host), "closing control connection from {peer}: {reason}",
             peer=self.peer_host, reason=reason,
         )
@@ -219,9 +341,10 @@ class TiAControlProtocol(Protocol):
             self.close()
             return
         transport: Any = self.transport
-        self._pending.clear()
+        self._unparsed = b""
         transport.unregisterProducer()
-        self._linger_timer = self.server.reactor.callLater(LINGER_SECONDS, transport.abortConnection)
+        self._linger_timer = self.clock.callLater(LINGER_SECONDS, transport.abortConnection)
+        self.paused = False
         transport.resumeProducing()  # reading again, so the peer's EOF is seen
         if tls:
             # TLS sends close_notify after the reply and keeps reading for the peer's answer
@@ -233,8 +356,8 @@ class TiAControlProtocol(Protocol):
     def _idle_check(self) -> None:
         """Close a connection that asks nothing and streams nothing: it only holds a slot."""
         self._idle_timer = None
-        timeout = self.server.config.idle_timeout
-        now = self.server.reactor.seconds()
+        timeout = self.limits.idle_timeout
+        now = self.clock.seconds()
         if self._closing():
             return
         if self.tcp_data is not None or self.udp_destination is not None or self.asked_state:
@@ -244,12 +367,14 @@ class TiAControlProtocol(Protocol):
             if due <= 0:
                 self._violation(f"no request for {timeout:g} s; closing", key="idle")
                 return
-        self._idle_timer = self.server.reactor.callLater(due, self._idle_check)
+        self._idle_timer = self.clock.callLater(due, self._idle_check)
+
+    # ------------------------------------------------------------ requests
 
     def _dispatch(self, message: ControlMessage) -> None:
         assert self.transport is not None
         self.requests += 1
-        self._last_request = self.server.reactor.seconds()
+        self._last_request = self.clock.seconds()
         if not self._budget.take():
             self._violation(f"too many requests (limit {self._budget.rate} per second)", key="flood")
             return
@@ -257,68 +382,35 @@ class TiAControlProtocol(Protocol):
         if handler is not None:
             reply = handler(message)
         else:
-            extension = self.server.commands.get(message.command)
+            extension = self.commands.get(message.command)
             if extension is not None:
                 reply = extension(self, message)
             else:
-                self.server.guard.log.emit(
+                self.guard.log.emit(
                     ("unknown", self.peer_host), "unknown command {command!r} from {peer}",
                     level=LogLevel.info, command=message.command[:64], peer=self.peer_host,
                 )
                 reply = build_error()  # the reference's exact reply; the connection stays usable
         self.transport.write(reply)
 
-    # ------------------------------------------------------------ commands
-
     def _get_data_connection(self, message: ControlMessage) -> bytes:
         kind = message.parameter
         if kind not in ("TCP", "UDP"):
             return build_error("GetDataConnection needs the parameter TCP or UDP")
-        if self.tcp_listener is not None or self.tcp_data is not None or self.udp_destination is not None:
+        if self._has_data_connection():
             return build_error("this control connection already has a data connection")
         if kind == "TCP":
-            port = self._open_tcp_data()
-        else:
-            result = self._open_udp_data()
-            if isinstance(result, bytes):
-                return result
-            port = result
-        return build_message(Command.DATA_CONNECTION_PORT, str(port))
-
-    def _open_tcp_data(self) -> int:
-        listener = TCPDataListener(
-            self.peer_host, self.server.backlog_bytes, self._tcp_data_connected, self._tcp_data_lost
-        )
-        reactor: IReactorTCP = self.server.reactor  # type: ignore[assignment]
-        listener.port = reactor.listenTCP(
-            0, self.server.listening_factory(listener, "data"), interface=self.local_host
-        )
-        self.tcp_listener = listener
-        port: int = listener.port.getHost().port  # type: ignore[attr-defined]
-        return port
-
-    def _open_udp_data(self) -> int | bytes:
-        udp = self.server.config.udp
-        if self.server.tls is not None:
-            return build_error(
-                "UDP data is not encrypted, so it is switched off while TLS is on; ask for TCP"
+            self.tcp_listener = self.data.open_tcp(
+                self.peer_host, self.local_host, self._tcp_data_connected, self._tcp_data_lost
             )
-        if self.server.udp_sender is None:
-            return build_error("UDP data is switched off on this server (udp mode = off)")
-        if udp.mode == "unicast":
-            port = udp.port or free_udp_port(self.local_host)
-            self.udp_destination = UDPDestination(self.server.udp_sender, (self.peer_host, port))
-            return port
-        assert udp.address is not None and self.server.udp_group is not None
-        if self._custom_metainfo_reply is not None:  # an identity customization changes nothing
-            return build_error(
-                f"custom signal info cannot be sent over UDP {udp.mode}: all UDP clients of this server"
-                " share one datagram stream; ask for TCP instead"
-            )
-        if udp.mode == "broadcast" and not _same_subnet_24(udp.address, self.peer_host):
-            return build_error("Target and remote subnet do not match!")
-        self.udp_destination = self.server.udp_group
-        return udp.port
+            assert self.tcp_listener.port is not None
+            port: int = self.tcp_listener.port.getHost().port  # type: ignore[attr-defined]
+            return build_message(Command.DATA_CONNECTION_PORT, str(port))
+        destination = self.data.open_udp(self.peer_host, self.local_host, customized=self._stream_custom is not None)
+        if isinstance(destination, str):
+            return build_error(destination)
+        self.udp_destination = destination
+        return build_message(Command.DATA_CONNECTION_PORT, str(destination.address[1]))
 
     def _start(self, message: ControlMessage) -> bytes:
         if not self._has_data_connection():
@@ -335,11 +427,9 @@ class TiAControlProtocol(Protocol):
         return OK_REPLY
 
     def _get_server_state_connection(self, message: ControlMessage) -> bytes:
-        port = self.server.state.port_for(self.local_host)
+        port = self.state.port_for(self.local_host)
         self.asked_state = True  # it may listen there only: not idle
         return build_message(Command.SERVER_STATE_CONNECTION_PORT, str(port))
-
-    # ------------------------------------------------------------ custom signal info
 
     def _set_custom_signal_info(self, message: ControlMessage) -> bytes:
         """Validate and keep this connection's channel subset and downsampling (SPEC section 6).
@@ -352,26 +442,17 @@ class TiAControlProtocol(Protocol):
             return build_error("this connection already has a custom signal info; it cannot be changed")
         if self._has_data_connection():
             return build_error("SetCustomSignalInfo must come before GetDataConnection")
-        server = self.server.hub.metainfo
         try:
-            custom = CustomSignalInfo.from_xml(message.content, server)
+            custom = CustomSignalInfo.from_xml(message.content, self.metainfo)
         except CustomSignalInfoError as error:
             log.info("refused the custom signal info of {peer}: {reason}", peer=self.peer_host, reason=error)
             return build_message(Command.VALIDATION_ERROR, content=str(error).encode("utf-8"))
         self.custom = custom
-        if not custom.is_identity(server):
-            self._custom_metainfo_reply = build_message(Command.METAINFO, content=custom.metainfo(server).to_xml())
+        if not custom.is_identity(self.metainfo):  # an identity customization changes nothing
+            self._stream_custom = custom
+            self.metainfo_reply = build_message(Command.METAINFO, content=custom.metainfo(self.metainfo).to_xml())
         log.info("client {peer} customized its signals: {custom}", peer=self.peer_host, custom=custom.describe())
         return OK_REPLY
-
-    def _feed(self, target: TCPDataProtocol | UDPDestination, streaming: bool) -> None:
-        """Start or stop feeding ``target``: the server's stream, or this connection's customization of it."""
-        if self.custom is not None and self._custom_metainfo_reply is not None:
-            streams = self.server.custom_streams
-            (streams.subscribe if streaming else streams.unsubscribe)(self.custom, target)
-        else:
-            hub = self.server.hub
-            (hub.subscribe if streaming else hub.unsubscribe)(target)
 
     # ------------------------------------------------------------ data plumbing
 
@@ -385,7 +466,7 @@ class TiAControlProtocol(Protocol):
         self._update_subscription()
 
     def _tcp_data_lost(self, protocol: TCPDataProtocol) -> None:
-        self._feed(protocol, False)
+        self.data.feed(protocol, self, self._stream_custom, False)
         if self.tcp_data is protocol:
             self.tcp_data = None
         log.info(
@@ -394,36 +475,40 @@ class TiAControlProtocol(Protocol):
         )
 
     def _update_subscription(self) -> None:
-        if self.udp_destination is not None and self.udp_destination is self.server.udp_group:
-            self.server.set_group_member(self, self.started)
-        elif self.udp_destination is not None:
-            self._feed(self.udp_destination, self.started)
-        if self.tcp_data is not None:
-            self._feed(self.tcp_data, self.started)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        for timer in (self._idle_timer, self._linger_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._idle_timer = None
-        self._pending.clear()
-        self.started = False
-        self._update_subscription()
-        if self.tcp_listener is not None:
-            self.tcp_listener.close()
-            self.tcp_listener = None
-        if self.tcp_data is not None:
-            self.tcp_data.close(self.server.reactor)
-        self.udp_destination = None
-        self.server.controls.discard(self)
-        log.info("control connection from {peer} closed", peer=self.peer_host)
-        self.closed.callback(None)
+        for target in (self.udp_destination, self.tcp_data):
+            if target is not None:
+                self.data.feed(target, self, self._stream_custom, self.started)
 
 
-def _same_subnet_24(address: str, peer: str) -> bool:
-    """The reference's broadcast rule: the client must be in the /24 of the broadcast address."""
-    try:
-        network = ipaddress.IPv4Network(f"{address}/24", strict=False)
-        return ipaddress.IPv4Address(peer) in network
-    except ValueError:
-        return False
+class ControlFactory(ServerFactory):
+    """Admits control connections (allow-list, connection limits) and builds their sessions."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        limits: ControlLimits,
+        metainfo: MetaInfo,
+        data: DataChannels,
+        state: ServerStateChannel,
+        commands: ControlCommands,
+        clock: IReactorTime,
+        guard: ConnectionGuard,
+    ) -> None:
+        self.limits, self.metainfo, self.data, self.state = limits, metainfo, data, state
+        self.commands, self.clock, self.guard = commands, clock, guard
+        self.sessions: set[ServerControlProtocol] = set()
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        """A control session; None outside the allow-list, an ``Error`` reply beyond the limits."""
+        host = getattr(addr, "host", None)
+        if not self.guard.admits(addr, "control"):
+            return None
+        from_host = sum(session.peer_host == host for session in self.sessions)
+        refusal = self.guard.refusal(len(self.sessions), from_host, host, "control")
+        if refusal is not None:
+            return RefusalProtocol(refusal)
+        return ServerControlProtocol(
+            limits=self.limits, metainfo=self.metainfo, data=self.data, state=self.state,
+            commands=self.commands, sessions=self.sessions, clock=self.clock, guard=self.guard,
+        )

@@ -1,4 +1,4 @@
-"""Data channels: a TCP connection per client, and UDP destinations.
+"""Data channels: a TCP connection per client, UDP destinations, and ``DataChannels`` that opens them.
 
 Every subscriber numbers its own packets from 0 (the connection packet
 number); a packet it had to drop still takes its number, so the client sees
@@ -9,16 +9,21 @@ at most ``backlog_bytes`` before further packets are dropped.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IListeningPort,
     IPushProducer,
+    IReactorTCP,
     IReactorTime,
+    IReactorUDP,
     ITCPTransport,
 )
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
@@ -27,9 +32,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
+from tia.server.custom import CustomStreams
 from tia.server.fastpath import DirectWriter
 from tia.server.guard import RateLimitedLog, harden_tcp
-from tia.server.tick import Tick
+from tia.server.tick import Subscriber, Tick
+
+if TYPE_CHECKING:
+    from tia.config import UDPConfig
+    from tia.protocol.custom import CustomSignalInfo
+    from tia.server.hub import StreamHub
+    from tia.server.tls import ServerTLS
 
 log = Logger()
 _refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
@@ -275,3 +287,107 @@ def free_udp_port(host: str) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+class DataChannels:
+    """Where the clients' data goes, for the control sessions that ask for it.
+
+    A one-shot TCP port per client (behind TLS when it is on); UDP to each
+    client (unicast) or one shared broadcast/multicast stream; each target fed
+    the server's stream or its session's customization of it.
+    """
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        reactor: Any,
+        udp: UDPConfig,
+        backlog_bytes: int,
+        tls: ServerTLS | None = None,
+    ) -> None:
+        self.hub = hub
+        self.reactor = reactor
+        self.udp = udp
+        self.backlog_bytes = backlog_bytes
+        self.tls = tls
+        self.custom_streams = CustomStreams(hub)  # SetCustomSignalInfo: one stream per distinct request
+        self.udp_sender: UDPSender | None = None
+        self.udp_group: UDPDestination | None = None
+        self._group_members: set[object] = set()
+        self._udp_port: IListeningPort | None = None
+        if udp.mode != "off" and tls is None:  # UDP cannot be encrypted: off while TLS is on
+            self.udp_sender = UDPSender(udp.mode == "broadcast", udp.ttl, udp.interface)
+            if udp.mode in ("broadcast", "multicast"):
+                assert udp.address is not None
+                self.udp_group = UDPDestination(self.udp_sender, (udp.address, udp.port))
+
+    # ---------------------------------------------------------------- lifetime
+
+    def start(self) -> None:
+        """Open the UDP socket all datagrams leave from (when UDP is on)."""
+        if self.udp_sender is not None and self._udp_port is None:
+            udp_reactor: IReactorUDP = self.reactor
+            self._udp_port = udp_reactor.listenUDP(
+                0, self.udp_sender, interface=self.udp.interface or "", maxPacketSize=8192
+            )
+
+    def stop(self) -> Deferred[None]:
+        port, self._udp_port = self._udp_port, None
+        stopped = None if port is None else port.stopListening()
+        return defer.succeed(None) if stopped is None else stopped
+
+    # ---------------------------------------------------------------- what sessions ask for
+
+    def open_tcp(
+        self,
+        peer_host: str,
+        local_host: str,
+        on_connected: Callable[[TCPDataProtocol], None],
+        on_lost: Callable[[TCPDataProtocol], None],
+    ) -> TCPDataListener:
+        """A one-shot port on ``local_host`` for ``peer_host``'s data connection (``.port``: listening)."""
+        listener = TCPDataListener(peer_host, self.backlog_bytes, on_connected, on_lost)
+        listening: ServerFactory = listener if self.tls is None else self.tls.wrap(listener, "data")
+        tcp_reactor: IReactorTCP = self.reactor
+        listener.port = tcp_reactor.listenTCP(0, listening, interface=local_host)
+        return listener
+
+    def open_udp(self, peer_host: str, local_host: str, customized: bool) -> UDPDestination | str:
+        """Where ``peer_host``'s UDP data goes, or why it cannot have UDP (the reason of the Error)."""
+        udp = self.udp
+        if self.tls is not None:
+            return "UDP data is not encrypted, so it is switched off while TLS is on; ask for TCP"
+        if self.udp_sender is None:
+            return "UDP data is switched off on this server (udp mode = off)"
+        if udp.mode == "unicast":
+            return UDPDestination(self.udp_sender, (peer_host, udp.port or free_udp_port(local_host)))
+        assert udp.address is not None and self.udp_group is not None
+        if customized:
+            return (
+                f"custom signal info cannot be sent over UDP {udp.mode}: all UDP clients of this server"
+                " share one datagram stream; ask for TCP instead"
+            )
+        if udp.mode == "broadcast" and not _same_subnet_24(udp.address, peer_host):
+            return "Target and remote subnet do not match!"
+        return self.udp_group
+
+    def feed(self, target: Subscriber, session: object, custom: CustomSignalInfo | None, streaming: bool) -> None:
+        """Start or stop feeding ``target`` for ``session``: the server's stream, its
+        customization ``custom``, or (the shared group) while any of its sessions streams."""
+        if target is self.udp_group:
+            (self._group_members.add if streaming else self._group_members.discard)(session)
+            (self.hub.subscribe if self._group_members else self.hub.unsubscribe)(target)
+        elif custom is not None:
+            streams = self.custom_streams
+            (streams.subscribe if streaming else streams.unsubscribe)(custom, target)
+        else:
+            (self.hub.subscribe if streaming else self.hub.unsubscribe)(target)
+
+
+def _same_subnet_24(address: str, peer: str) -> bool:
+    """The reference's broadcast rule: the client must be in the /24 of the broadcast address."""
+    try:
+        network = ipaddress.IPv4Network(f"{address}/24", strict=False)
+        return ipaddress.IPv4Address(peer) in network
+    except ValueError:
+        return False

@@ -66,7 +66,7 @@ from tia.recording import Recorder, RecordingError, channel_names, physical_unit
 from tia.server.tick import Tick
 
 if TYPE_CHECKING:
-    from tia.server.control import ControlCommands, TiAControlProtocol
+    from tia.server.control import ControlCommands, ServerControlProtocol
     from tia.server.hub import StreamHub
     from tia.server.service import TiAService
 
@@ -861,7 +861,7 @@ class RecordingService(Service):
             return build_error("recording control is switched off on this server ([recording] control = off)")
         return None
 
-    def _start(self, session: TiAControlProtocol, message: ControlMessage) -> bytes:
+    def _start(self, session: ServerControlProtocol, message: ControlMessage) -> bytes:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
@@ -872,7 +872,7 @@ class RecordingService(Service):
         log.info("recording started by {peer}", peer=session.peer_host)
         return OK_REPLY
 
-    def _stop(self, session: TiAControlProtocol, message: ControlMessage) -> bytes:
+    def _stop(self, session: ServerControlProtocol, message: ControlMessage) -> bytes:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
@@ -883,7 +883,7 @@ class RecordingService(Service):
         log.info("recording stopped by {peer}", peer=session.peer_host)
         return OK_REPLY
 
-    def _state(self, session: TiAControlProtocol, message: ControlMessage) -> bytes:
+    def _state(self, session: ServerControlProtocol, message: ControlMessage) -> bytes:
         refusal = self._refusal()
         if refusal is not None:
             return refusal

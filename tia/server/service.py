@@ -9,33 +9,28 @@ closing every connection.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IAddress,
-    IListeningPort,
-    IReactorTCP,
-    IReactorTime,
-    IReactorUDP,
-)
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+import tia
 from tia.config import ServerConfig
-from tia.protocol.control import SERVER_STATE_RUNNING, SERVER_STATE_SHUTDOWN, Command, build_message
 from tia.server.clock import MasterClock, best_clock
-from tia.server.control import ControlCommands, TiAControlProtocol
-from tia.server.custom import CustomStreams
-from tia.server.data import UDPDestination, UDPSender
+from tia.server.control import ControlCommands, ControlFactory, ControlLimits
+from tia.server.data import DataChannels
 from tia.server.events import events_factory
-from tia.server.guard import ConnectionGuard, RefusalProtocol, exposure_warning, harden_tcp
+from tia.server.guard import ConnectionGuard, exposure_warning
 from tia.server.hub import StreamHub
 from tia.server.listener import Listener
+from tia.server.state import ServerStateChannel
+from tia.server.status import ServerStatus, SignalStatus
 from tia.sources import build_source
 from tia.sources.base import ISource
 
@@ -45,132 +40,6 @@ if TYPE_CHECKING:
 log = Logger()
 
 SHUTDOWN_GRACE_SECONDS = 2.0
-
-
-class ServerStateProtocol(Protocol):
-    """Pushes server state; the client never writes."""
-
-    def __init__(self, channel: ServerStateChannel) -> None:
-        self.channel = channel
-        self.host: str | None = None
-        self.closed: Deferred[None] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        harden_tcp(self.transport)  # a vanished listener is noticed and dropped
-        self.host = getattr(self.transport.getPeer(), "host", None)
-        self.channel.clients.add(self)
-        self.transport.write(SERVER_STATE_RUNNING)
-
-    def dataReceived(self, data: bytes) -> None:
-        """Nothing is expected from the client here."""
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.channel.clients.discard(self)
-        self.closed.callback(None)
-
-
-class ServerStateChannel(ServerFactory):
-    """One server-state port per local interface, opened when first asked for."""
-
-    noisy = False
-
-    def __init__(
-        self, reactor: IReactorTCP, guard: ConnectionGuard | None = None, tls: ServerTLS | None = None
-    ) -> None:
-        self.reactor = reactor
-        self.guard = guard or ConnectionGuard()
-        self.clients: set[ServerStateProtocol] = set()
-        self.ports: dict[str, IListeningPort] = {}
-        self._listening: ServerFactory = self if tls is None else tls.wrap(self, "server-state")
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
-        """None (the connection is closed at once) outside the allow-list or beyond the limits."""
-        host = getattr(addr, "host", None)
-        if not self.guard.admits(addr, "server-state"):
-            return None
-        from_host = sum(client.host == host for client in self.clients)
-        if self.guard.refusal(len(self.clients), from_host, host, "server-state") is not None:
-            return None
-        return ServerStateProtocol(self)
-
-    def port_for(self, host: str) -> int:
-        if host not in self.ports:
-            self.ports[host] = self.reactor.listenTCP(0, self._listening, interface=host)
-        port: int = self.ports[host].getHost().port  # type: ignore[attr-defined]
-        return port
-
-    def announce_shutdown(self) -> None:
-        for client in tuple(self.clients):
-            if client.transport is not None:
-                client.transport.write(SERVER_STATE_SHUTDOWN)
-                client.transport.loseConnection()
-
-    def stop_listening(self) -> None:
-        for port in self.ports.values():
-            port.stopListening()
-        self.ports.clear()
-
-
-class TiAServerFactory(ServerFactory):
-    """Per-server state shared by all control connections."""
-
-    noisy = False
-
-    protocol = TiAControlProtocol
-
-    def __init__(
-        self, config: ServerConfig, hub: StreamHub, reactor: Any, commands: ControlCommands | None = None
-    ) -> None:
-        self.config = config
-        self.hub = hub
-        self.reactor = reactor
-        self.commands = commands or ControlCommands()
-        self.controls: set[TiAControlProtocol] = set()
-        self.metainfo_reply = build_message(Command.METAINFO, content=hub.metainfo.to_xml())
-        self.custom_streams = CustomStreams(hub)  # SetCustomSignalInfo: one stream per distinct request
-        per_second = float(hub.packet_rate) * hub.max_packet_size
-        self.backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * hub.max_packet_size)
-        self.guard = ConnectionGuard(config.allow, config.max_connections, config.max_connections_per_host)
-        self.tls: ServerTLS | None = None  # [server] tls_*: every client-facing TCP port wrapped
-        if config.tls is not None:
-            from tia.server.tls import ServerTLS
-
-            self.tls = ServerTLS(config.tls, reactor, self.guard, config.path)
-        self.state = ServerStateChannel(reactor, self.guard, self.tls)
-        self.udp_sender: UDPSender | None = None
-        self.udp_group: UDPDestination | None = None
-        self._group_members: set[TiAControlProtocol] = set()
-        udp = config.udp
-        if udp.mode != "off" and self.tls is None:  # UDP cannot be encrypted: off while TLS is on
-            self.udp_sender = UDPSender(udp.mode == "broadcast", udp.ttl, udp.interface)
-            if udp.mode in ("broadcast", "multicast"):
-                assert udp.address is not None
-                self.udp_group = UDPDestination(self.udp_sender, (udp.address, udp.port))
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        """A control session; None outside the allow-list, an ``Error`` reply beyond the limits."""
-        host = getattr(addr, "host", None)
-        if not self.guard.admits(addr, "control"):
-            return None
-        from_host = sum(control.peer_host == host for control in self.controls)
-        refusal = self.guard.refusal(len(self.controls), from_host, host, "control")
-        if refusal is not None:
-            return RefusalProtocol(refusal)
-        return TiAControlProtocol(self)
-
-    def listening_factory(self, factory: ServerFactory, channel: str) -> ServerFactory:
-        """What a client-facing TCP port listens with: ``factory``, behind TLS when it is on."""
-        return factory if self.tls is None else self.tls.wrap(factory, channel)
-
-    def set_group_member(self, control: TiAControlProtocol, streaming: bool) -> None:
-        """The shared broadcast/multicast stream flows while any of its clients is started."""
-        assert self.udp_group is not None
-        (self._group_members.add if streaming else self._group_members.discard)(control)
-        if self._group_members:
-            self.hub.subscribe(self.udp_group)
-        else:
-            self.hub.unsubscribe(self.udp_group)
 
 
 class TiAService(MultiService):
@@ -208,17 +77,58 @@ class TiAService(MultiService):
         if clock is None:
             clock = self._own_clock = best_clock(reactor)
         self.clock = MasterClock(self.hub.packet_rate, self.hub.run, clock, config.stall_policy)
+        self.guard = ConnectionGuard(config.allow, config.max_connections, config.max_connections_per_host)
+        self.tls: ServerTLS | None = None  # [server] tls_*: every client-facing TCP port wrapped
+        if config.tls is not None:
+            from tia.server.tls import ServerTLS
+
+            self.tls = ServerTLS(config.tls, reactor, self.guard, config.path)
+        per_second = float(self.hub.packet_rate) * self.hub.max_packet_size
+        backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * self.hub.max_packet_size)
+        self.data = DataChannels(self.hub, reactor, config.udp, backlog_bytes, self.tls)
+        self.state = ServerStateChannel(reactor, self.guard, self.tls)
         self.commands = ControlCommands()  # extensions of the control channel register here
-        self.factory = TiAServerFactory(config, self.hub, reactor, self.commands)
+        limits = ControlLimits(
+            config.max_line_length, config.max_content_length, config.request_rate, config.idle_timeout
+        )
+        self.factory = ControlFactory(
+            limits, self.hub.metainfo, self.data, self.state, self.commands, reactor, self.guard
+        )
         self.warn_exposure = warn_exposure
         where = f"{config.path} [server] control" if config.path else "[server] control"
-        self.control = Listener(config.control, self.factory.listening_factory(self.factory, "control"),
-                                reactor, where)
+        self.control = Listener(config.control, self.listening_factory(self.factory, "control"), reactor, where)
         self.events: Listener | None = None  # [events] endpoint: posted event codes, off by default
         if config.events_endpoint is not None:
             where = f"{config.path} [events] endpoint" if config.path else "[events] endpoint"
-            self.events = Listener(config.events_endpoint, events_factory(built, self.factory.guard), reactor, where)
-        self._udp_port: IListeningPort | None = None
+            self.events = Listener(config.events_endpoint, events_factory(built, self.guard), reactor, where)
+        self._started_at = time.monotonic()
+
+    def listening_factory(self, factory: ServerFactory, channel: str) -> ServerFactory:
+        """What a client-facing TCP port listens with: ``factory``, behind TLS when it is on."""
+        return factory if self.tls is None else self.tls.wrap(factory, channel)
+
+    def status(self) -> ServerStatus:
+        """What the daemon is doing now, as a read-only snapshot."""
+        sender = self.data.udp_sender
+        return ServerStatus(
+            version=tia.__version__,
+            uptime_seconds=time.monotonic() - self._started_at,
+            packet_rate=float(self.hub.packet_rate),
+            ticks_sent=self.hub.ticks_sent,
+            late_ticks=self.clock.late_ticks,
+            skipped_ticks=self.clock.skipped_ticks,
+            control=self.config.control,
+            udp_mode=self.config.udp.mode,
+            udp_datagrams_sent=sender.sent if sender is not None else 0,
+            udp_send_errors=sender.errors if sender is not None else 0,
+            signals=tuple(
+                SignalStatus(s.type.name, s.sampling_rate, s.block_size, s.num_channels, s.channel_names,
+                             s.type.aperiodic)
+                for s in self.hub.metainfo.signals
+            ),
+            sessions=tuple(sorted((s.status() for s in tuple(self.factory.sessions)), key=lambda s: s.peer)),
+            sources=self.hub.source_health(),
+        )
 
     @property
     def control_port(self) -> int:
@@ -259,16 +169,12 @@ class TiAService(MultiService):
         self.bind()
         try:
             self.hub.start_sources()
-            if self.factory.udp_sender is not None:
-                udp_reactor: IReactorUDP = self.reactor
-                interface = self.config.udp.interface or ""
-                self._udp_port = udp_reactor.listenUDP(
-                    0, self.factory.udp_sender, interface=interface, maxPacketSize=8192
-                )
+            self.data.start()
         except Exception:
             self._close_listeners()
             raise
         super().startService()  # children (sinks) subscribe before the first tick
+        self._started_at = time.monotonic()
         self.clock.start()
         tls = self.config.tls
         exposed = exposure_warning(self.config.control, "off" if tls is None else tls.mode)
@@ -293,19 +199,17 @@ class TiAService(MultiService):
         """Graceful stop: state clients hear ``ServerStateShutdown`` before anything closes;
         children (sinks) stop after the last tick, so recordings end complete."""
         log.info("TiA server stopping")
-        self.factory.state.announce_shutdown()
+        self.state.announce_shutdown()
         self.clock.stop()
         close = getattr(self._own_clock, "close", None)
         if close is not None:
             close()  # PreciseClock's timerfd; a restart reopens it
-        waiting: list[Deferred[Any]] = [client.closed for client in self.factory.state.clients]
-        for control in tuple(self.factory.controls):
-            waiting.append(control.closed)
-            control.close()  # unregisters itself as producer first: TLS would wait for that
-        self.factory.state.stop_listening()
-        if self._udp_port is not None:
-            waiting.append(defer.maybeDeferred(self._udp_port.stopListening))
-            self._udp_port = None
+        waiting: list[Deferred[Any]] = [client.closed for client in self.state.clients]
+        for session in tuple(self.factory.sessions):
+            waiting.append(session.closed)
+            session.close()  # unregisters itself as producer first: TLS would wait for that
+        self.state.stop_listening()
+        waiting.append(self.data.stop())
         waiting.extend(self._close_listeners())
         waiting.append(defer.maybeDeferred(super().stopService))
         done: Deferred[Any] = defer.DeferredList(waiting, consumeErrors=True)
@@ -321,10 +225,10 @@ class TiAService(MultiService):
         return closing
 
     def _abort_connections(self) -> None:
-        for control in tuple(self.factory.controls):
-            if control.transport is not None:
-                control.transport.abortConnection()  # type: ignore[attr-defined]
-        for client in tuple(self.factory.state.clients):
+        for session in tuple(self.factory.sessions):
+            if session.transport is not None:
+                session.transport.abortConnection()  # type: ignore[attr-defined]
+        for client in tuple(self.state.clients):
             if client.transport is not None:
                 client.transport.abortConnection()  # type: ignore[attr-defined]
 

@@ -64,7 +64,7 @@ class WebMonitor(Service):
         kind = endpoint.split(":", 1)[0]
         self.loopback = kind in ("tcp", "tcp6") and _is_loopback(endpoint_interface(endpoint))
         root = root_resource(service, self.display, self.uptime)
-        self.site = MonitorSite(root, service.reactor, check_host=self.loopback, guard=service.factory.guard)
+        self.site = MonitorSite(root, service.reactor, check_host=self.loopback, guard=service.guard)
         where = f"{service.config.path} [web] endpoint" if service.config.path else "--web or [web] endpoint"
         self.listener = Listener(endpoint, self.site, service.reactor, where)
 

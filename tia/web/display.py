@@ -30,7 +30,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tia.protocol.metainfo import SignalInfo
 from tia.protocol.packet import SampleArray
 
 if TYPE_CHECKING:
@@ -137,11 +136,6 @@ def _quantize(values: npt.NDArray[np.float64]) -> tuple[list[float], list[list[i
     return quanta, integers.tolist()
 
 
-def channel_labels(signal: SignalInfo) -> tuple[str, ...]:
-    """The labels, a missing one named like the server names unlabelled channels (eeg3)."""
-    return tuple(label or f"{signal.type.name}{n}" for n, label in enumerate(signal.labels, start=1))
-
-
 def decimation_factor(rate: float) -> int:
     """Raw samples per display bucket for a signal sampled at ``rate``."""
     return max(1, round(rate / BUCKETS_PER_SECOND))
@@ -157,7 +151,7 @@ class DisplayTap:
         self._marker_signals: dict[int, tuple[str, tuple[str, ...]]] = {}
         for index, signal in enumerate(hub.metainfo.signals):
             if signal.type.aperiodic:
-                self._marker_signals[signal.type.flag] = (signal.type.name, channel_labels(signal))
+                self._marker_signals[signal.type.flag] = (signal.type.name, signal.channel_names)
             else:
                 self._traces[signal.type.flag] = _Trace(
                     index, signal.sampling_rate, signal.block_size, decimation_factor(signal.sampling_rate)
@@ -172,7 +166,7 @@ class DisplayTap:
             trace = self._traces.get(signal.type.flag)
             signals.append({
                 "i": index, "type": signal.type.name, "rate": signal.sampling_rate,
-                "block_size": signal.block_size, "labels": list(channel_labels(signal)),
+                "block_size": signal.block_size, "labels": list(signal.channel_names),
                 "aperiodic": signal.type.aperiodic,
                 "factor": trace.factor if trace is not None else None,
             })

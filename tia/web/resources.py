@@ -179,10 +179,10 @@ def root_resource(service: TiAService, display: LiveDisplay, uptime: Callable[[]
     root.putChild(b"static", folder)
 
     def status_json() -> bytes:
-        return json.dumps(status(service, display, uptime()), indent=1).encode() + b"\n"
+        return json.dumps(status(service.status(), display, uptime()), indent=1).encode() + b"\n"
 
     def metrics_text() -> bytes:
-        return metrics(service, display, uptime()).encode()
+        return metrics(service.status(), display, uptime()).encode()
 
     root.putChild(b"status", DocumentResource(status_json, "application/json"))
     root.putChild(b"metrics", DocumentResource(metrics_text, "text/plain; version=0.0.4; charset=utf-8"))
