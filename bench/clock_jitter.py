@@ -28,7 +28,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 
-from tia.server.clock import MonotonicClock, PreciseClock, _Timerfd
+from tia.server.clock import MonotonicClock
+from tia.server.precise_clock import PreciseClock, Timerfd
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def measure(reactor: Any, name: str, clock: IReactorTime, rate: float, seconds: 
 def floor(rate: float, seconds: float) -> Result | None:
     """The platform's own wake-up latency: one timerfd in a bare epoll loop, no Twisted, no Python callbacks."""
     try:
-        timer = _Timerfd()
+        timer = Timerfd()
     except OSError:
         return None
     interval_ns = round(1e9 / rate)

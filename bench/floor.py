@@ -30,7 +30,7 @@ import numpy as np
 
 from bench.__main__ import MULTICAST_GROUP
 from tia.protocol.packet import encode_body, encode_header
-from tia.server.clock import _Timerfd
+from tia.server.precise_clock import Timerfd
 
 RATE = 1000
 FLAGS, BODY = encode_body([(1, np.zeros((64, 1)))])  # W1's packet: one EEG block of 64 channels x 1 sample
@@ -105,7 +105,7 @@ def measure(clients: int, seconds: float, multicast: bool = False) -> tuple[floa
             connection.setblocking(False)
             connections.append(connection)
     ready.wait(30)
-    timer = _Timerfd()
+    timer = Timerfd()
     timer.arm(time.monotonic_ns() + 10_000_000, 1_000_000_000 // RATE)  # periodic: the kernel re-arms it
     poller = select.epoll()
     poller.register(timer.fd, select.EPOLLIN)

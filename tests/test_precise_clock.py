@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tia.daemon import build_service
-from tia.server.clock import MonotonicClock, PreciseClock, best_clock
+from tia.server.clock import MonotonicClock, best_clock
+from tia.server.precise_clock import PreciseClock
 
 SKIP = None if PreciseClock.available(reactor) else f"PreciseClock needs a Linux timerfd (this is {sys.platform})"
 
