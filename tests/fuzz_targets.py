@@ -14,7 +14,7 @@ from functools import cache
 
 import numpy as np
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 
 from tia.protocol.control import ControlParser, ControlProtocolError
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
@@ -131,12 +131,12 @@ def event_line(data: bytes) -> None:
 
 @cache
 def _server_factory() -> object:
-    from support import ramp_config
+    from support import MemoryReactorWithUDP, ramp_config
 
     from tia.server.service import TiAService
 
     config = ramp_config(rate=250, blocksize=1, channels=4)
-    return TiAService(config, MemoryReactorClock()).factory
+    return TiAService(config, MemoryReactorWithUDP()).factory
 
 
 def server_control(data: bytes) -> None:

@@ -110,11 +110,44 @@ def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
         time.sleep(0.02)
 
 
+class FakeUDPPort:
+    """What ``MemoryReactorWithUDP.listenUDP`` gives: the datagrams its protocol writes."""
+
+    def __init__(self, protocol: DatagramProtocol) -> None:
+        self.protocol = protocol
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def write(self, datagram: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((datagram, address))
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        pass
+
+    def stopListening(self) -> None:
+        self.protocol.doStop()
+
+
+class MemoryReactorWithUDP(MemoryReactorClock):
+    """``MemoryReactorClock``, which has no UDP, plus a UDP port that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp_ports: list[FakeUDPPort] = []
+
+    def listenUDP(
+        self, port: int, protocol: DatagramProtocol, interface: str = "", maxPacketSize: int = 8192
+    ) -> FakeUDPPort:
+        fake = FakeUDPPort(protocol)
+        self.udp_ports.append(fake)
+        protocol.makeConnection(fake)  # type: ignore[arg-type]
+        return fake
+
+
 class Wire:
     """One control connection on StringTransport to a server on ``config`` (a MemoryReactorClock)."""
 
     def __init__(self, config: ServerConfig, peer: str = "127.0.0.1") -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = MemoryReactorWithUDP()
         self.service = TiAService(config, self.reactor)  # built, never started: its channels only
         self.hub = self.service.hub
         self.factory = self.service.factory

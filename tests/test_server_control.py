@@ -207,3 +207,14 @@ def test_a_body_arrives_in_raw_mode_and_line_mode_resumes_after_it() -> None:
     assert wire.send(message) == b"TiA 1.0\nError\n\nTiA 1.0\nOK\n\n"
     assert modes == [len(content)]  # the body, newlines and all, raw and exactly
     assert wire.protocol.line_mode
+
+
+def test_no_udp_socket_until_a_client_asks_for_udp() -> None:
+    """A unicast server nobody asks for UDP opens no socket (and logs no 'UDPSender starting')."""
+    wire = Wire()
+    wire.send(request("GetDataConnection:TCP"))
+    assert wire.reactor.udp_ports == []
+    other = Wire(udp_mode="multicast\naddress = 239.1.2.3\nport = 9001")
+    assert other.reactor.udp_ports == []
+    other.send(request("GetDataConnection:UDP"))
+    assert len(other.reactor.udp_ports) == 1

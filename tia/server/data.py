@@ -323,13 +323,16 @@ class DataChannels:
 
     # ---------------------------------------------------------------- lifetime
 
-    def start(self) -> None:
-        """Open the UDP socket all datagrams leave from (when UDP is on)."""
-        if self.udp_sender is not None and self._udp_port is None:
+    def _udp_socket(self) -> UDPSender:
+        """The UDP socket all datagrams leave from, opened when the first client asks for UDP
+        (a server nobody asks for UDP opens no socket and logs nothing about one)."""
+        assert self.udp_sender is not None
+        if self._udp_port is None:
             udp_reactor: IReactorUDP = self.reactor
             self._udp_port = udp_reactor.listenUDP(
                 0, self.udp_sender, interface=self.udp.interface or "", maxPacketSize=8192
             )
+        return self.udp_sender
 
     def stop(self) -> Deferred[None]:
         port, self._udp_port = self._udp_port, None
@@ -359,8 +362,9 @@ class DataChannels:
             return "UDP data is not encrypted, so it is switched off while TLS is on; ask for TCP"
         if self.udp_sender is None:
             return "UDP data is switched off on this server (udp mode = off)"
+        sender = self._udp_socket()
         if udp.mode == "unicast":
-            return UDPDestination(self.udp_sender, (peer_host, udp.port or free_udp_port(local_host)))
+            return UDPDestination(sender, (peer_host, udp.port or free_udp_port(local_host)))
         assert udp.address is not None and self.udp_group is not None
         if customized:
             return (

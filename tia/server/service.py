@@ -169,7 +169,6 @@ class TiAService(MultiService):
         self.bind()
         try:
             self.hub.start_sources()
-            self.data.start()
         except Exception:
             self._close_listeners()
             raise
