@@ -218,3 +218,20 @@ def test_no_udp_socket_until_a_client_asks_for_udp() -> None:
     assert other.reactor.udp_ports == []
     other.send(request("GetDataConnection:UDP"))
     assert len(other.reactor.udp_ports) == 1
+
+
+def test_get_server_status_answers_the_snapshot_as_json() -> None:
+    import json
+
+    wire = Wire()
+    wire.send(request("GetDataConnection:TCP"))
+    (reply,) = ControlParser().feed(wire.send(request("GetServerStatus")))
+    assert reply.command == "ServerStatus"
+    status = json.loads(reply.content)
+    assert status["packet_rate"] == 250.0
+    assert [s["name"] for s in status["sources"]] == ["eeg"] and status["sources"][0]["state"] == "streaming"
+    assert status["clients"] == [{
+        "peer": "127.0.0.1:5000", "transport": "TCP (not yet connected)", "data_peer": None, "streaming": False,
+        "packets": 0, "dropped": None, "custom": False,
+    }]
+    assert [s["type"] for s in status["signals"]] == ["eeg"]

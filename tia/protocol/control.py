@@ -58,6 +58,12 @@ STOP_RECORDING = "StopRecording"
 GET_RECORDING_STATE = "GetRecordingState"
 RECORDING_STATE = "RecordingState"
 
+# txtia's status, an extension too: GetServerStatus is answered ``ServerStatus`` with the
+# daemon's state (packet rate, ticks, clients, each source's health) as a JSON document,
+# the same as the web monitor's /status. Other servers answer Error: a client asks once.
+GET_SERVER_STATUS = "GetServerStatus"
+SERVER_STATUS = "ServerStatus"
+
 
 class ControlProtocolError(Exception):
     """The byte stream is not TiA 1.0 control framing; the connection cannot go on.

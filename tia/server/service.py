@@ -9,6 +9,7 @@ closing every connection.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,9 @@ from twisted.logger import Logger
 
 import tia
 from tia.config import ServerConfig
+from tia.protocol.control import GET_SERVER_STATUS, SERVER_STATUS, ControlMessage, build_message
 from tia.server.clock import MasterClock, best_clock
-from tia.server.control import ControlCommands, ControlFactory, ControlLimits
+from tia.server.control import ControlCommands, ControlFactory, ControlLimits, ServerControlProtocol
 from tia.server.data import DataChannels
 from tia.server.events import events_factory
 from tia.server.guard import ConnectionGuard, exposure_warning
@@ -88,6 +90,7 @@ class TiAService(MultiService):
         self.data = DataChannels(self.hub, reactor, config.udp, backlog_bytes, self.tls)
         self.state = ServerStateChannel(reactor, self.guard, self.tls)
         self.commands = ControlCommands()  # extensions of the control channel register here
+        self.commands.register(GET_SERVER_STATUS, self._server_status_reply)
         limits = ControlLimits(
             config.max_line_length, config.max_content_length, config.request_rate, config.idle_timeout
         )
@@ -106,6 +109,10 @@ class TiAService(MultiService):
     def listening_factory(self, factory: ServerFactory, channel: str) -> ServerFactory:
         """What a client-facing TCP port listens with: ``factory``, behind TLS when it is on."""
         return factory if self.tls is None else self.tls.wrap(factory, channel)
+
+    def _server_status_reply(self, session: ServerControlProtocol, message: ControlMessage) -> bytes:
+        """``GetServerStatus`` (txtia extension): ``status()`` as JSON, for ``tia monitor``."""
+        return build_message(SERVER_STATUS, content=json.dumps(self.status().to_json()).encode("utf-8"))
 
     def status(self) -> ServerStatus:
         """What the daemon is doing now, as a read-only snapshot."""
