@@ -261,7 +261,9 @@
       if (showRange) {
         ctx.fillStyle = "#8a98a8";
         ctx.font = "10px system-ui, sans-serif";
-        ctx.fillText("±" + formatRange(half / gain) + " @" + formatRange(center), 6, middle + 7);
+        // no scale to show before the channel's first samples (not a made-up ±1e-9 around 0)
+        const range = signal.lo[c] === null ? "no data yet" : "±" + formatRange(half / gain) + " @" + formatRange(center);
+        ctx.fillText(range, 6, middle + 7);
         ctx.font = "12px system-ui, sans-serif";
       }
     });
