@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import os
 import socket
 import subprocess
+import sys
 import textwrap
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -99,6 +102,43 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int) -> None:
                 output = process.stdout.read().decode() if process.stdout else ""
                 pytest.fail(f"twistd did not start:\n{output}")
             time.sleep(0.1)
+
+
+def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
+    """Run the daemon (``python -m twisted tia --port N`` + ``arguments``, in ``workdir``, its log in
+    ``workdir/daemon.log``) on a free port until the generator is closed; yields 'host:port'."""
+    port = free_port()
+    log_path = workdir / "daemon.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "twisted", "tia", "--port", str(port), *arguments],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"daemon exited: {log_path.read_text(errors='replace')}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"daemon not listening: {log_path.read_text(errors='replace')}"
+                    ) from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:

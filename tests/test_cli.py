@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import os
 import select
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +25,7 @@ from typing import IO
 import edfio
 import numpy as np
 import pytest
-from support import free_port, ramp_values
+from support import free_port, ramp_values, start_daemon
 
 from tia.cli import main, monitor, record
 from tia.cli.common import Address, parse_address
@@ -62,42 +59,6 @@ channels = trigger:event
 interval = 0.2
 codes = 5, 6
 """
-
-
-def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
-    """Run the daemon until the generator is closed; yields 'host:port'."""
-    port = free_port()
-    log_path = workdir / "daemon.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "tia", "--port", str(port), *arguments],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"daemon exited: {log_path.read_text(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"daemon not listening: {log_path.read_text(errors='replace')}"
-                    ) from None
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @pytest.fixture(scope="module")

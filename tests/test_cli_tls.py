@@ -117,7 +117,7 @@ def test_one_settings_for_every_client(monkeypatch: pytest.MonkeyPatch, pki: PKI
     """``tia lsl`` hands the same TLSSettings to the bridge; no option, no TLS."""
     seen: list[object] = []
 
-    def bridge(*args: object, tls: TLSSettings | None = None) -> int:
+    def bridge(*args: object, tls: TLSSettings | None = None, sample_order: str = "channel-major") -> int:
         seen.append(tls)
         return 0
 

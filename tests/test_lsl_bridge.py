@@ -35,9 +35,11 @@ CHANNELS, BLOCK, RATE = 4, 10, 1000
 LABELS = ["Fp1", "Fp2", "Cz", "Pz"]
 
 
-def config(outlets: bool, source_id: str) -> Any:
+def config(outlets: bool, source_id: str, server_extra: str = "") -> Any:
     lsl = f"\n[lsl]\noutlets = on\nsource_id = {source_id}\nname = Test\n" if outlets else ""
-    text = RAMP_INI.format(rate=RATE, blocksize=BLOCK, channels=", ".join(LABELS), udp_mode="unicast", server_extra="")
+    text = RAMP_INI.format(
+        rate=RATE, blocksize=BLOCK, channels=", ".join(LABELS), udp_mode="unicast", server_extra=server_extra
+    )
     return config_from_text(text + MARKERS + lsl)
 
 
@@ -124,15 +126,24 @@ class LSLBridgeTests(unittest.TestCase):
         self.assertEqual(sink.dropped, 0)
         self.assertEqual(sink.errors, 0)
 
-    @inlineCallbacks
     def test_tia_lsl_republishes_a_remote_server(self) -> Any:
+        return self.republish("channel-major")
+
+    def test_tia_lsl_republishes_a_sample_major_server(self) -> Any:
+        return self.republish("sample-major")
+
+    @inlineCallbacks
+    def republish(self, order: str) -> Any:
+        """``tia lsl --sample-order ORDER`` against a server sending its samples in that order."""
         source_id = f"cli-{uuid.uuid4().hex}"
-        service = build_service(config(False, "unused"))
+        service = build_service(config(False, "unused", f"sample_order = {order}"))
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         self.assertNotIn("lsl", service.namedServices)
         address = f"127.0.0.1:{service.control_port}"
-        bridge = threads.deferToThread(cli.main, ["lsl", address, "--seconds", "3", "--source-id", source_id])
+        bridge = threads.deferToThread(
+            cli.main, ["lsl", address, "--seconds", "3", "--source-id", source_id, "--sample-order", order]
+        )
         info, samples, stamps = yield threads.deferToThread(pull, f"source_id='{source_id}/eeg'", 0.8, 300)
         code = yield bridge
         self.assertEqual(code, 0)

@@ -277,13 +277,14 @@ def republish(
 
 def run_client_bridge(
     host: str, port: int, timeout: float, seconds: float | None, name: str, source_id: str | None,
-    out: TextIO | None = None, *, tls: TLSSettings | None = None,
+    out: TextIO | None = None, *, tls: TLSSettings | None = None, sample_order: str = "channel-major",
 ) -> int:
-    """``tia lsl``: connect to a TiA server and republish its signals as LSL outlets (over TLS with ``tls``)."""
+    """``tia lsl``: connect to a TiA server and republish its signals as LSL outlets (over TLS with ``tls``;
+    ``sample_order`` as for ``TiAClient``)."""
     out = out or sys.stdout
     pylsl = import_pylsl()
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    with TiAClient(host, port, timeout=timeout, tls=tls) as client:
+    with TiAClient(host, port, timeout=timeout, tls=tls, sample_order=sample_order) as client:
         if not client.cmd_get_metainfo() or client.metainfo is None:
             raise TiAError(f"the server refused GetMetaInfo: {client.last_error}")
         publisher = LSLPublisher(pylsl, client.metainfo, name, source_id or f"tia-lsl@{where}")

@@ -19,6 +19,7 @@ from tia.client.blocking import TiAClient
 from tia.client.sockets import host_port
 from tia.client.tls import TLSSettings
 from tia.protocol.metainfo import MetaInfo
+from tia.protocol.packet import SAMPLE_ORDERS
 from tia.recording import RecordingError, check_writable
 
 EXIT_OK = 0
@@ -136,9 +137,18 @@ def explain(message: str, args: argparse.Namespace) -> str:
 
 
 def new_client(args: argparse.Namespace) -> TiAClient:
-    """A client (not connected yet) of ``args.server``, over TLS if the ``--tls*`` options say so."""
+    """A client (not connected yet) of ``args.server``, over TLS if the ``--tls*`` options say so,
+    reading packets in the ``--sample-order`` of the subcommands that read data."""
     address: Address = args.server
-    return TiAClient(address.host, address.port, timeout=args.timeout, tls=tls_settings(args))
+    return TiAClient(
+        address.host, address.port, timeout=args.timeout, tls=tls_settings(args), sample_order=sample_order(args)
+    )
+
+
+def sample_order(args: argparse.Namespace) -> str:
+    """``--sample-order``, or the default for a subcommand without it (one that reads no data)."""
+    order: str = getattr(args, "sample_order", SAMPLE_ORDERS[0])
+    return order
 
 
 def connect(client: TiAClient) -> None:

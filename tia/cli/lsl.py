@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tia.cli.common import Address, CLIError, tls_settings
+from tia.cli.common import Address, CLIError, sample_order, tls_settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     tls = tls_settings(args)
     try:
         return run_client_bridge(
-            address.host, address.port, args.timeout, args.seconds, args.name, args.source_id, tls=tls
+            address.host, address.port, args.timeout, args.seconds, args.name, args.source_id, tls=tls,
+            sample_order=sample_order(args),
         )
     except SourceError as error:
         raise CLIError(str(error)) from None

@@ -20,6 +20,7 @@ from tia.cli import record as record_command
 from tia.cli import recording as recording_command
 from tia.cli.common import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, Address, parse_address
 from tia.client.events import DEFAULT_EVENTS_PORT
+from tia.protocol.packet import SAMPLE_ORDERS
 
 RECORD_EPILOG = """\
 formats, chosen by the suffix of FILE:
@@ -101,6 +102,18 @@ def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sample_order_argument(parser: argparse.ArgumentParser) -> None:
+    """``--sample-order`` (``args.sample_order``), for the subcommands that read data packets."""
+    parser.add_argument(
+        "--sample-order",
+        choices=SAMPLE_ORDERS,
+        default=SAMPLE_ORDERS[0],
+        help="how the server lays out each signal's samples in a packet: channel-major (libtia, txtia's"
+        " default) or sample-major (a txtia server with [server] sample_order = sample-major, for"
+        " eegdev clients); default %(default)s",
+    )
+
+
 def _add_timeout_argument(parser: argparse.ArgumentParser, waiting_for: str) -> None:
     """``--timeout SECONDS`` (``args.timeout``): how long to wait for ``waiting_for``."""
     parser.add_argument(
@@ -175,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument(
         "--plain", action="store_true", help="plain lines even on a terminal"
     )
+    _add_sample_order_argument(monitor)
     monitor.set_defaults(handler=monitor_command.run)
 
     record = commands.add_parser(
@@ -196,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=_positive, help="how long to record (default: until Ctrl-C, SIGTERM or SIGHUP)"
     )
     record.add_argument("-q", "--quiet", action="store_true", help="no progress bar or start line on stderr")
+    _add_sample_order_argument(record)
     record.set_defaults(handler=record_command.run)
 
     ping = commands.add_parser(
@@ -275,5 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
     lsl.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     lsl.add_argument("--name", default="TiA", help="stream name prefix (default TiA: TiA-eeg, ...)")
     lsl.add_argument("--source-id", metavar="ID", help="LSL source_id prefix (default tia-lsl@HOST:PORT)")
+    _add_sample_order_argument(lsl)
     lsl.set_defaults(handler=lsl_command.run)
     return parser

@@ -47,7 +47,7 @@ from tia.protocol.control import (
 )
 from tia.protocol.custom import CustomSignalInfoError, CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
-from tia.protocol.packet import PacketError, PacketStreamDecoder, decode_packet
+from tia.protocol.packet import PacketError, PacketStreamDecoder, decode_packet, is_sample_major
 
 __all__ = ["TLSSettings", "TiAClient", "TiAError", "TiAException", "TiAPacket"]
 
@@ -66,7 +66,11 @@ class TiAClient:
     extension, for a server with TLS on): :class:`~tia.client.tls.TLSSettings`
     or a ready ``ssl.SSLContext``; the control and TCP data connections are
     then TLS, the server's certificate checked against the host connected to
-    (or ``TLSSettings.server_name``). Not thread-safe: use one client per thread.
+    (or ``TLSSettings.server_name``). ``sample_order`` is how the server lays
+    out each signal's samples in a packet (``tia.protocol.packet.SAMPLE_ORDERS``):
+    ``channel-major``, as libtia and txtia by default, or ``sample-major``, for a txtia server with
+    ``[server] sample_order = sample-major``; packets come out as (channels,
+    blocksize) arrays either way. Not thread-safe: use one client per thread.
     """
 
     def __init__(
@@ -76,9 +80,12 @@ class TiAClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         *,
         tls: TLSSettings | ssl.SSLContext | None = None,
+        sample_order: str = "channel-major",
     ) -> None:
         self.address: tuple[str, int] = (server_address, server_port)
         self.timeout = sockets.check_timeout(timeout)
+        is_sample_major(sample_order)  # a ValueError now rather than at the first packet
+        self.sample_order = sample_order
         self._tls_context: ssl.SSLContext | None = None
         self._tls_name: str | None = None
         if isinstance(tls, ssl.SSLContext):
@@ -97,7 +104,7 @@ class TiAClient:
         self._stale_replies = 0
         self._streaming = False
         self._data_udp = False
-        self._decoder = PacketStreamDecoder()
+        self._decoder = PacketStreamDecoder(sample_order=sample_order)
         self._data_closed = False
         self._data_failure: str | None = None
         self._pending_error: TiAError | None = None
@@ -438,10 +445,9 @@ class TiAClient:
                 break
         return packets
 
-    @staticmethod
-    def _decode_datagram(datagram: bytes) -> TiAPacket:
+    def _decode_datagram(self, datagram: bytes) -> TiAPacket:
         try:
-            return TiAPacket.from_data_packet(decode_packet(datagram))
+            return TiAPacket.from_data_packet(decode_packet(datagram, sample_order=self.sample_order))
         except PacketError as error:
             raise TiAError(f"malformed data datagram dropped: {error}") from None
 
@@ -552,7 +558,7 @@ class TiAClient:
 
     def _reset_data(self, udp: bool) -> None:
         self._data_udp = udp
-        self._decoder = PacketStreamDecoder()
+        self._decoder = PacketStreamDecoder(sample_order=self.sample_order)
         self._data_closed = False
         self._data_failure = None
         self._pending_error = None

@@ -2,7 +2,9 @@
 
 ``TiATCPDataProtocol`` cuts a TCP stream into packets, ``TiAUDPDataProtocol``
 decodes one packet per datagram; both hand every packet to a callback and
-watch the connection packet numbers with a ``GapDetector``.
+watch the connection packet numbers with a ``GapDetector``. Both read either
+sample order (``sample_order``, see ``tia.protocol.packet.SAMPLE_ORDERS``) and
+hand out (channels, block size) arrays.
 ``TiAServerStateProtocol`` reports what the server pushes on its state
 channel. A raising user callback is logged and never kills a connection.
 """
@@ -29,6 +31,7 @@ from tia.protocol.packet import (
     PacketError,
     PacketStreamDecoder,
     decode_packet,
+    is_sample_major,
 )
 
 __all__ = ["GapDetector", "TiAServerStateProtocol", "TiATCPDataProtocol", "TiAUDPDataProtocol"]
@@ -101,13 +104,15 @@ class TiATCPDataProtocol(TwistedProtocol):
         onPacket: PacketCallback,
         onGap: GapCallback | None = None,
         maxPacketSize: int = DEFAULT_MAX_PACKET_SIZE,
+        *,
+        sample_order: str = "channel-major",
     ) -> None:
         self.on_packet = onPacket
         self.gaps = GapDetector(onGap)
         self.packets_received = 0
         self.error: TiAProtocolError | None = None
         self.close_reason: Failure | None = None
-        self._decoder = PacketStreamDecoder(maxPacketSize)
+        self._decoder = PacketStreamDecoder(maxPacketSize, sample_order)
         self._close_waiters: list[Deferred[None]] = []
 
     def connectionMade(self) -> None:
@@ -173,16 +178,20 @@ class TiAUDPDataProtocol(DatagramProtocol):
         onPacket: PacketCallback,
         onGap: GapCallback | None = None,
         maxPacketSize: int = UDP_MAX_PACKET_SIZE,
+        *,
+        sample_order: str = "channel-major",
     ) -> None:
+        is_sample_major(sample_order)  # a ValueError now rather than at the first datagram
         self.on_packet = onPacket
         self.gaps = GapDetector(onGap)
         self.max_packet_size = maxPacketSize
+        self.sample_order = sample_order
         self.packets_received = 0
         self.bad_datagrams = 0
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         try:
-            packet = decode_packet(datagram, self.max_packet_size)
+            packet = decode_packet(datagram, self.max_packet_size, self.sample_order)
         except PacketError as error:
             self.bad_datagrams += 1
             self._log.warn("dropping a bad datagram from {addr}: {error}", addr=addr, error=error)

@@ -42,7 +42,7 @@ from tia.client.shims import Clock, Endpoint, ListeningPort, UDPReactor, transpo
 from tia.client.tls import TLSSettings
 from tia.protocol.custom import CustomSpec
 from tia.protocol.metainfo import MetaInfo
-from tia.protocol.packet import DataPacket
+from tia.protocol.packet import DataPacket, is_sample_major
 
 __all__ = ["TiAStream"]
 
@@ -96,6 +96,7 @@ class TiAStream:
         customSignalInfo: bytes | None = None,
         customize: CustomSpec | None = None,
         tls: TLSSettings | None = None,
+        sample_order: str = "channel-major",
     ) -> None:
         """``reactor`` must also provide ``IReactorTime`` and, for UDP, ``IReactorUDP``.
 
@@ -115,7 +116,11 @@ class TiAStream:
         ``start()`` fires with then describes the customized stream. ``tls`` (a
         txtia extension) makes the control, data and state connections TLS, each
         checked against the control endpoint's host or ``tls.server_name``; UDP
-        data cannot be encrypted, so it is refused with TLS.
+        data cannot be encrypted, so it is refused with TLS. ``sample_order`` is
+        how the server lays out each signal's samples (``channel-major``, the
+        default and libtia's, or ``sample-major`` for a txtia server with
+        ``[server] sample_order = sample-major``); packets carry (channels,
+        block size) arrays either way.
         """
         if transport not in ("TCP", "UDP"):
             raise ValueError(f"transport must be 'TCP' or 'UDP', not {transport!r}")
@@ -123,6 +128,7 @@ class TiAStream:
             raise ValueError("give customize or customSignalInfo, not both")
         if tls is not None and transport == "UDP":
             raise ValueError("UDP data cannot be encrypted: use transport='TCP' with TLS")
+        is_sample_major(sample_order)  # a ValueError now rather than in the session set-up
         self._reactor = reactor
         self._clock = cast(IReactorTime, reactor)
         self._endpoint, self._tls_options = endpoint_for(reactor, endpoint, tls)
@@ -138,6 +144,7 @@ class TiAStream:
         self.data_host = dataHost
         self.custom_signal_info = customSignalInfo
         self.customize = customize
+        self.sample_order = sample_order
         self._policy = retryPolicy or backoffPolicy()
 
         self.metainfo: MetaInfo | None = None
@@ -260,12 +267,12 @@ class TiAStream:
             self._packet_received(session, packet)
 
         if self.transport == "TCP":
-            data = TiATCPDataProtocol(on_packet, self.on_gap)
+            data = TiATCPDataProtocol(on_packet, self.on_gap, sample_order=self.sample_order)
             await self._connect_tcp(host, port, data)
             session.tcp_data = data
             data.whenClosed().addBoth(lambda result: self._data_lost(session, result))
         else:
-            udp = TiAUDPDataProtocol(on_packet, self.on_gap)
+            udp = TiAUDPDataProtocol(on_packet, self.on_gap, sample_order=self.sample_order)
             session.udp_data = udp
             session.udp_port = cast(UDPReactor, self._reactor).listenUDP(
                 port, udp, interface=self.udp_interface, maxPacketSize=UDP_MAX_PACKET_SIZE

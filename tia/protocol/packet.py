@@ -283,8 +283,28 @@ def _check_fixed_header(
     return fields
 
 
-def decode_packet(data: bytes, max_size: int = DEFAULT_MAX_PACKET_SIZE) -> DataPacket:
-    """Decode exactly one packet (a UDP datagram, or one packet cut from a stream)."""
+def is_sample_major(sample_order: str) -> bool:
+    """Whether ``sample_order`` (one of ``SAMPLE_ORDERS``) is ``sample-major``; ValueError for anything else."""
+    if sample_order not in SAMPLE_ORDERS:
+        raise ValueError(f"sample order {sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
+    return sample_order == "sample-major"
+
+
+def decode_packet(
+    data: bytes, max_size: int = DEFAULT_MAX_PACKET_SIZE, sample_order: str = "channel-major"
+) -> DataPacket:
+    """Decode exactly one packet (a UDP datagram, or one packet cut from a stream).
+
+    ``sample_order`` (``SAMPLE_ORDERS``) is how the server lays out each
+    signal's samples; whichever it is, every signal comes out as a read-only,
+    C-contiguous (channels, block size) array. Channel-major samples are
+    viewed in place; sample-major ones are transposed into a copy when the
+    two orders differ (more than one channel and more than one sample).
+    """
+    return _decode(data, max_size, is_sample_major(sample_order))
+
+
+def _decode(data: bytes, max_size: int, sample_major: bool) -> DataPacket:
     if len(data) < FIXED_HEADER_SIZE:
         raise PacketError(f"{len(data)} bytes are too short for a packet header")
     _, size, flags, packet_id, connection_number, timestamp = _check_fixed_header(
@@ -305,17 +325,35 @@ def decode_packet(data: bytes, max_size: int = DEFAULT_MAX_PACKET_SIZE) -> DataP
     for index, flag in enumerate(present):
         channels, block = shapes[index], shapes[count + index]
         samples = np.frombuffer(data, SAMPLE_DTYPE, channels * block, offset)
-        signals[flag] = samples.reshape(channels, block)
+        if sample_major:
+            signals[flag] = _channel_major(samples.reshape(block, channels).T)
+        else:
+            signals[flag] = samples.reshape(channels, block)
         offset += 4 * channels * block
     return DataPacket(packet_id, connection_number, timestamp, flags, signals)
 
 
+def _channel_major(block: SampleArray) -> SampleArray:
+    """``block`` C-contiguous and read-only, like the in-place views of channel-major packets."""
+    if block.flags.c_contiguous:  # one channel or one sample: both orders are the same bytes
+        return block
+    copy = np.ascontiguousarray(block)
+    copy.flags.writeable = False
+    return copy
+
+
 class PacketStreamDecoder:
     """Cuts a TCP byte stream into packets. Any invalid header raises ``PacketError``;
-    the stream cannot be trusted after that, so the caller drops the connection."""
+    the stream cannot be trusted after that, so the caller drops the connection.
 
-    def __init__(self, max_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+    ``sample_order`` is the server's layout of each signal's samples, as for
+    ``decode_packet``; an unknown one is a ValueError here, not per packet.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_PACKET_SIZE, sample_order: str = "channel-major") -> None:
         self.max_size = max_size
+        self.sample_order = sample_order
+        self._sample_major = is_sample_major(sample_order)
         self._buffer = bytearray()
 
     @property
@@ -334,7 +372,7 @@ class PacketStreamDecoder:
                 size = _check_fixed_header(buffer, offset, self.max_size)[1]
                 if available - offset < size:
                     break
-                packets.append(decode_packet(bytes(buffer[offset : offset + size]), self.max_size))
+                packets.append(_decode(bytes(buffer[offset : offset + size]), self.max_size, self._sample_major))
                 offset += size
         except PacketError as error:
             buffer.clear()  # the stream cannot be trusted past this point
