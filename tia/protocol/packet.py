@@ -144,8 +144,7 @@ class BodyLayout:
     """
 
     def __init__(self, shapes: Sequence[SignalShape], sample_order: str = "channel-major") -> None:
-        if sample_order not in SAMPLE_ORDERS:
-            raise ValueError(f"sample order {sample_order!r} is not one of {', '.join(SAMPLE_ORDERS)}")
+        sample_major = is_sample_major(sample_order)
         seen = 0
         for shape in shapes:
             flag = shape.flag
@@ -161,7 +160,7 @@ class BodyLayout:
             seen |= flag
         self.shapes = tuple(shapes)
         self.sample_order = sample_order
-        self._sample_major = sample_order == "sample-major"
+        self._sample_major = sample_major
         self._present: dict[int, PresentSignals] = {}
         self.complete = self.present(seen)
 
