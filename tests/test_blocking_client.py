@@ -897,3 +897,13 @@ def test_recording_state_answered_with_something_else_raises(monkeypatch: pytest
     client = mock_client(monkeypatch, MockSocket(replies=[OK]))
     with pytest.raises(TiAError, match="expected 'RecordingState'"):
         client.recording_state()
+
+
+def test_server_status_of_a_txtia_server_and_none_from_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = b'{"packet_rate": 100.0, "sources": [{"name": "eeg", "state": "streaming"}]}'
+    ctrl = MockSocket(replies=[build_message("ServerStatus", content=document), build_error()], chunk=7)
+    client = mock_client(monkeypatch, ctrl)
+    assert client.server_status() == {"packet_rate": 100.0, "sources": [{"name": "eeg", "state": "streaming"}]}
+    assert client.server_status() is None  # a server without the extension: the reference's bare Error
+    assert client.last_error == "Error"
+    assert ctrl.sent == [request("GetServerStatus")] * 2

@@ -290,9 +290,12 @@ def test_monitor_count(capsys: pytest.CaptureFixture[str], event_server: str) ->
     )
     assert code == 0
     lines = out.splitlines()
-    assert len(lines) == 4  # two refreshes, two signals each
+    assert len(lines) == 8  # two refreshes: two signals and two sources each
     assert "Fp1=" in lines[0] and "Cz=" not in lines[0] and "+1 more" in lines[0]
     assert "events/s" in lines[1] and "trigger=" in lines[1]
+    # a txtia server also says how each source is doing (GetServerStatus)
+    assert lines[2].split(" s ", 1)[1] == "source eeg (ramp): streaming"
+    assert lines[3].split(" s ", 1)[1] == "source markers (events): streaming"
 
 
 def test_monitor_refreshes_in_place_on_a_terminal(

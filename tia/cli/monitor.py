@@ -13,7 +13,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -189,6 +189,24 @@ def render_screen(
     return lines
 
 
+def render_sources(status: dict[str, Any] | None) -> list[str]:
+    """One line per source of a txtia server (``GetServerStatus``): its state, and for a device
+    fed at its own pace, the blocks it missed, the samples its buffer dropped and its rate error."""
+    if not status:
+        return []
+    lines = []
+    for source in status.get("sources", []):
+        figures = [str(source.get("state", "?"))]
+        if source.get("missed_blocks"):
+            figures.append(f"{source['missed_blocks']} blocks late")
+        if source.get("overflow_samples"):
+            figures.append(f"{source['overflow_samples']} samples dropped")
+        if source.get("rate_error_ppm") is not None:
+            figures.append(f"rate {source['rate_error_ppm']:+.0f} ppm")
+        lines.append(f"source {source.get('name', '?')} ({source.get('driver', '?')}): {', '.join(figures)}")
+    return lines
+
+
 def _spark_blocks(stream: TextIO) -> str:
     try:
         SPARK_BLOCKS.encode(stream.encoding or "ascii")
@@ -211,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         window_start = start
         deadline = start + args.seconds if args.seconds is not None else math.inf
         refreshes = 0
+        asks_status = True  # until a server without GetServerStatus (not txtia) says so
         if tty:
             out.write("\x1b[?25l")
         try:
@@ -219,20 +238,24 @@ def run(args: argparse.Namespace) -> int:
                 due = now >= window_start + args.interval
                 if now >= deadline or due:
                     window = max(now - window_start, 1e-6)
+                    status = client.server_status() if asks_status else None
+                    asks_status = status is not None
+                    sources = render_sources(status)
                     if tty:
                         size = shutil.get_terminal_size((100, 24))
                         # Lines must not wrap, or moving the cursor back up misses some.
                         lines = [
                             line[: max(1, size.columns - 1)]
-                            for line in render_screen(
+                            for line in (render_screen(
                                 stats, args.server, now - start, window, args.channels, blocks
-                            )[: max(1, size.lines - 1)]
+                            ) + sources)[: max(1, size.lines - 1)]
                         ]
                         prefix = f"\x1b[{drawn}F" if drawn else ""
                         out.write(prefix + "\x1b[J" + "\n".join(lines) + "\n")
                         drawn = len(lines)
                     else:
                         lines = render_plain(stats, now - start, window, args.channels)
+                        lines += [f"{now - start:7.1f} s {line}" for line in sources]
                         out.write("\n".join(lines) + "\n")
                     out.flush()
                     stats.reset_window()

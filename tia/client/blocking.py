@@ -36,7 +36,9 @@ from tia.client.packet import TiAPacket
 from tia.client.tls import TLSSettings, secure_socket
 from tia.protocol.control import (
     GET_RECORDING_STATE,
+    GET_SERVER_STATUS,
     RECORDING_STATE,
+    SERVER_STATUS,
     START_RECORDING,
     STOP_RECORDING,
     Command,
@@ -315,6 +317,24 @@ class TiAClient:
         if not isinstance(report, dict):
             report = {}
         report.setdefault("state", reply.parameter or "?")
+        return report
+
+    def server_status(self) -> dict[str, Any] | None:
+        """``GetServerStatus`` (txtia extension): what the server is doing, or None (reason in
+        ``last_error``) from a server without it. As the web monitor's /status: ``packet_rate``,
+        ``ticks_sent``, ``late_ticks``, ``clients``, and ``sources``, each with its ``name``,
+        ``driver``, ``state`` (streaming, waiting, zero-filling, failed, finished),
+        ``missed_blocks``, ``overflow_samples`` and ``rate_error_ppm``."""
+        reply = self._command(GET_SERVER_STATUS)
+        if reply is None:
+            return None
+        self._expect(reply, SERVER_STATUS, GET_SERVER_STATUS)
+        try:
+            report = json.loads(reply.content.decode("utf-8"))
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
+            raise TiAError(f"{self._where()} answered {GET_SERVER_STATUS} with no status document")
         return report
 
     # -- data ---------------------------------------------------------------
