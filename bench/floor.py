@@ -12,8 +12,9 @@ this machine whatever language it is written in, so the table shows how much
 of the daemon's own CPU (``python -m bench -w W1``) is overhead of ours.
 ``--multicast K``: one ``sendto`` a tick to W4's group with K loopback
 receivers (the kernel copies the datagram to each, on the sender's time).
-The last row is the other fixed cost of the daemon's design: Twisted's
-reactor and the ``LoopingCall`` master clock ticking at 1 kHz with no work.
+The last rows are the other fixed costs of the daemon's design, ticking at
+1 kHz with no work: Twisted's reactor waking on a timerfd, a plain Twisted
+``LoopingCall``, and our master clock (a ``LoopingCall`` on the timerfd clock).
 """
 
 from __future__ import annotations
@@ -135,24 +136,61 @@ def measure(clients: int, seconds: float, multicast: bool = False) -> tuple[floa
     return 100 * cpu / wall, 1e6 * cpu / max(ticks, 1)
 
 
-def _twisted_idle(seconds: float, results: Any) -> None:
-    """In a child process (a reactor runs once): the master clock's machinery with no work."""
+TWISTED_FLOORS = {
+    "reactor": "Twisted's epoll reactor waking on one periodic timerfd reader, no work",
+    "loopingcall": "a Twisted LoopingCall on the reactor's own timers, no work",
+    "masterclock": "our master clock (LoopingCall on the timerfd PreciseClock), no work",
+}
+
+
+def _twisted_floor(kind: str, seconds: float, results: Any) -> None:
+    """In a child process (a reactor runs once): one of ``TWISTED_FLOORS`` ticking at 1 kHz."""
     from fractions import Fraction
 
     from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
 
     from tia.server.clock import MasterClock, best_clock
 
-    clock = MasterClock(Fraction(RATE), lambda first, count: None, best_clock(reactor))
+    ticks = [0]
+    stop: Any
+    if kind == "reactor":
+        timer = Timerfd()
+
+        class Reader:
+            def fileno(self) -> int:
+                return timer.fd
+
+            def doRead(self) -> None:
+                ticks[0] += timer.drain()
+
+            def connectionLost(self, reason: object) -> None:
+                pass
+
+            def logPrefix(self) -> str:
+                return "floor"
+
+        reader = Reader()
+        reactor.addReader(reader)  # type: ignore[attr-defined]
+        timer.arm(time.monotonic_ns() + 10_000_000, 1_000_000_000 // RATE)
+        stop = lambda: reactor.removeReader(reader)  # type: ignore[attr-defined]  # noqa: E731
+    elif kind == "loopingcall":
+        loop = LoopingCall.withCount(lambda count: ticks.__setitem__(0, ticks[0] + count))
+        reactor.callWhenRunning(loop.start, 1 / RATE)
+        stop = loop.stop
+    else:
+        clock = MasterClock(Fraction(RATE), lambda first, count: ticks.__setitem__(0, first + count),
+                            best_clock(reactor))
+        reactor.callWhenRunning(clock.start)
+        stop = clock.stop
     marks: list[tuple[float, int]] = []
 
     def mark() -> None:
-        marks.append((_cpu(), clock.ticks))
+        marks.append((_cpu(), ticks[0]))
         if len(marks) == 2:
-            clock.stop()
+            stop()
             reactor.stop()
 
-    reactor.callWhenRunning(clock.start)
     reactor.callLater(1.0, mark)
     reactor.callLater(1.0 + seconds, mark)
     reactor.run()
@@ -160,10 +198,10 @@ def _twisted_idle(seconds: float, results: Any) -> None:
     results.put((100 * (cpu1 - cpu0) / seconds, 1e6 * (cpu1 - cpu0) / max(ticks1 - ticks0, 1)))
 
 
-def measure_twisted_idle(seconds: float) -> tuple[float, float]:
-    """(CPU %, us per tick) of Twisted's reactor + PreciseClock + the LoopingCall, ticking at 1 kHz."""
+def measure_twisted(kind: str, seconds: float) -> tuple[float, float]:
+    """(CPU %, us per tick) of one of ``TWISTED_FLOORS`` at 1 kHz."""
     results: Any = multiprocessing.Queue()
-    process = multiprocessing.Process(target=_twisted_idle, args=(seconds, results))
+    process = multiprocessing.Process(target=_twisted_floor, args=(kind, seconds, results))
     process.start()
     cpu_percent, per_tick = results.get(timeout=seconds + 30)
     process.join(10)
@@ -182,8 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     for clients, multicast in runs:
         cpu, per_tick = measure(clients, args.seconds, multicast)
         print(f"{'multicast' if multicast else 'TCP':>10} {clients:7d} {cpu:6.1f} {per_tick:8.1f}")
-    cpu, per_tick = measure_twisted_idle(args.seconds)
-    print(f"{'none':>10} {0:7d} {cpu:6.1f} {per_tick:8.1f}   (Twisted reactor + LoopingCall master clock, no work)")
+    for kind, what in TWISTED_FLOORS.items():
+        cpu, per_tick = measure_twisted(kind, args.seconds)
+        print(f"{'none':>10} {0:7d} {cpu:6.1f} {per_tick:8.1f}   ({what})")
 
 
 if __name__ == "__main__":
