@@ -46,6 +46,7 @@ class Workload:
     clients: int
     transport: str = "TCP"  # or "multicast": one shared group stream, ``clients`` receivers
     group_port: int = 0
+    max_connections: int | None = None  # [server] max_connections, when not the default (64)
 
     @property
     def packet_rate(self) -> float:
@@ -62,13 +63,7 @@ WORKLOADS = {
     "W4-1": Workload("W4-1", "eeg:64:1000:1", 1, transport="multicast"),
 }
 MULTICAST_GROUP = "239.255.77.1"
-MULTICAST_INI = """
-[udp]
-mode = multicast
-address = {group}
-port = {port}
-interface = 127.0.0.1
-
+PLACEHOLDER_SOURCE = """
 [source:placeholder]
 driver = sine
 rate = 1000
@@ -76,6 +71,13 @@ blocksize = 1
 channels = 1
 type = eeg
 """
+MULTICAST_INI = """
+[udp]
+mode = multicast
+address = {group}
+port = {port}
+interface = 127.0.0.1
+""" + PLACEHOLDER_SOURCE
 
 
 @dataclass
@@ -246,6 +248,9 @@ def _start_server(workload: Workload, log: Path) -> tuple[subprocess.Popen[bytes
     if workload.transport == "multicast":
         config = log.with_name("multicast.ini")
         config.write_text(MULTICAST_INI.format(group=MULTICAST_GROUP, port=workload.group_port))
+    elif workload.max_connections is not None:
+        config = log.with_name("server.ini")
+        config.write_text(f"[server]\nmax_connections = {workload.max_connections}\n{PLACEHOLDER_SOURCE}")
     process = subprocess.Popen(
         [_twistd(), "-n", "--pidfile=", f"--logfile={log}", "tia", "--config", str(config),
          "--port", str(port), "--signal", workload.signal, "--web", f"tcp:{web_port}:interface=127.0.0.1"],
