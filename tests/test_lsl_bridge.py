@@ -21,7 +21,7 @@ from twisted.trial import unittest
 
 from tia import cli
 from tia.daemon import build_service
-from tia.lsl_bridge import LSLOutletSink
+from tia.lsl.outlets import LSLOutletSink
 
 try:
     import pylsl  # type: ignore[import-untyped]

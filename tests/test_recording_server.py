@@ -1,4 +1,4 @@
-"""Server-side recording ([recording], tia.server.recorder) on a real reactor and real files.
+"""Server-side recording ([recording], tia.recording) on a real reactor and real files.
 
 A ramp server records itself; the journal, EDF, BDF and NPZ are read back
 sample by sample and event by event. Failures (permission, disk full, a
@@ -34,7 +34,9 @@ from tia.client.recording_control import recording_request
 from tia.config import ConfigError
 from tia.daemon import build_service
 from tia.protocol.packet import DataPacket
-from tia.server.recorder import RecordingSink, first_free_run, open_raw
+from tia.recording.journal import open_raw
+from tia.recording.names import first_free_run
+from tia.recording.sink import RecordingSink
 from tia.server.service import TiAService
 
 CHANNELS, BLOCK, RATE = 4, 10, 1000
