@@ -60,7 +60,11 @@ CONTROL_OFF = build_error("recording control is switched off on this server ([re
 
 
 def missing_writer(formats: Sequence[str]) -> str | None:
-    """None if every format can be written here; else one line naming the extra to install."""
+    """None if every format can be written here; else one line naming the extra to install.
+
+    Asked at each start, so the answer is the installation's as it is now; the
+    first time it imports edfio (some 15 ms, caught up by the clock).
+    """
     needing = [fmt.upper() for fmt in formats if fmt in EDFIO_FORMATS]
     if not needing:
         return None
