@@ -33,7 +33,8 @@ from tia.cli.monitor import sparkline
 from tia.protocol.metainfo import MetaInfo, SignalInfo
 from tia.protocol.packet import DataPacket
 from tia.protocol.signals import by_name
-from tia.recording import Recorder, RecordingError, _record_layout
+from tia.recording.recorder import Recorder, RecordingError
+from tia.recording.writers import _record_layout, write_recording
 
 EEG, BP, EVENT = 0x1, 0x20, 0x200000
 RAMP_SIGNALS = ["--signal", "eeg:4:1000:10:ramp", "--signal", "bp:1:100:1:ramp"]
@@ -577,14 +578,14 @@ def test_recorder_gaps_become_nan_and_are_reported(tmp_path: Path) -> None:
     )
 
     npz = tmp_path / "gaps.npz"
-    recorder.write(npz)
+    write_recording(recorder, npz)
     with np.load(npz) as data:
         assert list(data["eeg_labels"]) == ["C3", "eeg2"]
         assert [tuple(g) for g in data["gaps"].tolist()] == [(12, 2, ""), (15, 2, "eeg")]
         np.testing.assert_array_equal(data["packet_ids"], [10, 11, 14, 15, 16, 17])
 
     edf = tmp_path / "gaps.edf"
-    recorder.write(edf)
+    write_recording(recorder, edf)
     document = edfio.read_edf(edf)
     assert document.labels == ("C3", "eeg2", "BP")
     skips = [(a.onset, a.duration, a.text) for a in document.annotations]
@@ -626,7 +627,7 @@ def test_recorder_accepts_client_packets() -> None:
 def test_recorder_rejects_foreign_packets(tmp_path: Path) -> None:
     recorder = Recorder(two_signal_meta())
     with pytest.raises(RecordingError, match="nothing to write"):
-        recorder.write(tmp_path / "empty.npz")
+        write_recording(recorder, tmp_path / "empty.npz")
     recorder.feed(packet(5, 0))
     with pytest.raises(RecordingError, match="went back"):
         recorder.feed(packet(5, 1))
@@ -637,7 +638,7 @@ def test_recorder_rejects_foreign_packets(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match="absent from the metainfo"):
         recorder.feed(alien)
     with pytest.raises(RecordingError, match="use one of"):
-        recorder.write(tmp_path / "file.mat")
+        write_recording(recorder, tmp_path / "file.mat")
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_one_settings_for_every_client(monkeypatch: pytest.MonkeyPatch, pki: PKI
         seen.append(tls)
         return 0
 
-    monkeypatch.setattr("tia.lsl_bridge.run_client_bridge", bridge)
+    monkeypatch.setattr("tia.lsl.republish.run_client_bridge", bridge)
     assert cli.main(["lsl", "--tls-ca", pki.ca_pem, "--tls-server-name", "localhost"]) == 0
     assert cli.main(["lsl", "--tls"]) == 0
     assert cli.main(["lsl"]) == 0

@@ -4,11 +4,15 @@ A ramp server publishes its signals as outlets ([lsl] outlets = on); an inlet
 in another thread checks the stream's name, type, channel labels, units and
 nominal rate, every value against the ramp, and every time stamp against the
 documented mapping (anchor + sample / rate). ``tia lsl`` then does the same
-as a client of a server that has no outlets of its own.
+as a client of a server that has no outlets of its own, and loads no server
+module doing so.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -21,7 +25,7 @@ from twisted.trial import unittest
 
 from tia import cli
 from tia.daemon import build_service
-from tia.lsl_bridge import LSLOutletSink
+from tia.lsl.outlets import LSLOutletSink
 
 try:
     import pylsl  # type: ignore[import-untyped]
@@ -156,3 +160,13 @@ class LSLBridgeTests(unittest.TestCase):
 
     def test_unavailable_server_is_an_error_not_a_traceback(self) -> None:
         self.assertEqual(cli.main(["lsl", "127.0.0.1:1", "--seconds", "1", "--timeout", "1"]), 1)
+
+
+def test_tia_lsl_loads_no_server() -> None:
+    """Layers: ``tia lsl`` (tia.lsl.republish) and the shared publisher sit on the client, not the server."""
+    code = ("import json, sys; import tia.lsl.publisher, tia.lsl.republish; "
+            "print(json.dumps(sorted(sys.modules)))")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = [name for name in json.loads(child.stdout)
+              if name.startswith(("tia.server", "tia.config", "tia.recording", "pylsl"))]
+    assert loaded == [], loaded

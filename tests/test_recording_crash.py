@@ -23,7 +23,7 @@ import pytest
 from support import free_port, ramp_values
 
 from tia import cli
-from tia.server.recorder import open_raw
+from tia.recording.journal import open_raw
 
 CHANNELS, BLOCK, RATE = 3, 10, 1000
 FLUSH = 0.25

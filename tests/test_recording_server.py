@@ -1,9 +1,12 @@
-"""Server-side recording ([recording], tia.server.recorder) on a real reactor and real files.
+"""Server-side recording ([recording], tia.recording) on a real reactor and real files.
 
 A ramp server records itself; the journal, EDF, BDF and NPZ are read back
-sample by sample and event by event. Failures (permission, disk full, a
-writer too slow for its queue) are injected through the recorder's file
-opener; each must be reported while a TCP client keeps streaming.
+sample by sample and event by event. Failures are real where the machine
+allows (a directory under a regular file; as root, a read-only or a full
+tmpfs mounted for the test) and otherwise injected through the recorder's
+file opener (permission, disk full, a writer too slow for its queue); each
+must be logged once and shown by ``tia recording status`` while a TCP client
+keeps streaming, exact. Tests wait for ticks and log lines, not for time.
 """
 
 from __future__ import annotations
@@ -13,39 +16,49 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import edfio
 import numpy as np
-from support import MARKERS, config_from_text, ramp_config, ramp_values, sleep
-from twisted.internet import threads
-from twisted.internet.defer import inlineCallbacks
+import pytest
+from support import MARKERS, ControlClient, config_from_text, ramp_config, ramp_values, sleep, tcp_connect
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import provider
 
 from tia import cli
 from tia.client.blocking import TiAClient
+from tia.client.errors import TiAError
 from tia.client.recording_control import recording_request
 from tia.config import ConfigError
 from tia.daemon import build_service
+from tia.protocol.control import ControlMessage
 from tia.protocol.packet import DataPacket
-from tia.server.recorder import RecordingSink, first_free_run, open_raw
+from tia.recording.journal import open_raw
+from tia.recording.names import first_free_run
+from tia.recording.service import missing_writer
+from tia.recording.sink import RecordingSink
 from tia.server.service import TiAService
+from tia.server.tick import Tick
 
 CHANNELS, BLOCK, RATE = 4, 10, 1000
 EEG, EVENT = 0x1, 0x200000
 EVENT_TICKS = 10  # interval 0.1 s at 100 packets/s
+NO_EDFIO = "recording BDF needs edfio: pip install 'txtia[record]'"
 
 
-
-def recording_config(directory: Path, **keys: object) -> Any:
+def recording_config(directory: Path, server_extra: str = "", **keys: object) -> Any:
     lines = "\n".join(f"{key} = {value}" for key, value in {"directory": directory, **keys}.items())
-    return ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS, extra=MARKERS + "\n[recording]\n" + lines)
+    return ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS, server_extra=server_extra,
+                       extra=MARKERS + "\n[recording]\n" + lines)
 
 
 def scratch(testcase: unittest.TestCase) -> Path:
@@ -60,21 +73,74 @@ def today() -> str:
 
 
 class LogCapture:
-    """Collects formatted log lines (with their level) while a test runs."""
+    """Collects formatted log lines (with their level) while a test runs; ``wait_for`` one of them."""
 
     def __init__(self, testcase: unittest.TestCase) -> None:
         self.lines: list[tuple[str, str]] = []
+        self._waiting: list[tuple[str, str, Deferred[str]]] = []
 
         @provider(ILogObserver)
         def observe(event: LogEvent) -> None:
-            level = event.get("log_level")
-            self.lines.append((getattr(level, "name", "?"), formatEvent(event)))
+            level = getattr(event.get("log_level"), "name", "?")
+            line = formatEvent(event)
+            self.lines.append((level, line))
+            for waiting in [w for w in self._waiting if w[0] == level and w[1] in line]:
+                self._waiting.remove(waiting)
+                reactor.callLater(0, waiting[2].callback, line)  # not inside whoever is logging
 
         globalLogPublisher.addObserver(observe)
         testcase.addCleanup(globalLogPublisher.removeObserver, observe)
 
     def find(self, level: str, text: str) -> list[str]:
         return [line for lvl, line in self.lines if lvl == level and text in line]
+
+    def wait_for(self, level: str, text: str) -> Deferred[str]:
+        """Fires with the first line at ``level`` containing ``text``, at once if one was logged."""
+        waiting: Deferred[str] = Deferred()
+        found = self.find(level, text)
+        if found:
+            waiting.callback(found[0])
+        else:
+            self._waiting.append((level, text, waiting))
+        return waiting
+
+
+class _TickCounter:
+    """A hub subscriber that fires once ``count`` ticks went out after it subscribed."""
+
+    def __init__(self, service: TiAService, count: int) -> None:
+        self.service, self.left = service, count
+        self.done: Deferred[None] = Deferred()
+
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        self.left -= len(ticks)
+        if self.left <= 0:
+            self.service.hub.unsubscribe(self)
+            reactor.callLater(0, self.done.callback, None)  # not inside the hub's fan-out
+
+
+def ticks(service: TiAService, count: int) -> Deferred[None]:
+    """Fires once the hub sent ``count`` more ticks: the recording had them delivered too."""
+    counter = _TickCounter(service, count)
+    service.hub.subscribe(counter)
+    return counter.done
+
+
+def mount_tmpfs(testcase: unittest.TestCase, where: Path, options: str) -> None:
+    """A tmpfs mounted on ``where`` until the test ends; SkipTest, with the reason, where that cannot be."""
+    where.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tia-test", str(where)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise unittest.SkipTest(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    testcase.addCleanup(subprocess.run, ["umount", "-l", str(where)], check=False)
+
+
+def block_edfio(testcase: unittest.TestCase) -> None:
+    """``import edfio`` fails, as without the [record] extra, until the test ends."""
+    patch = pytest.MonkeyPatch()
+    testcase.addCleanup(patch.undo)
+    patch.setitem(sys.modules, "edfio", None)
 
 
 def stream_some(port: int, seconds: float = 0.4) -> list[Any]:
@@ -136,8 +202,8 @@ class RecordingTestCase(unittest.TestCase):
         self.directory = scratch(self) / "recordings"
         self.log = LogCapture(self)
 
-    def start(self, opener: Callable[[Path], Any] | None = None, **keys: object) -> TiAService:
-        service = build_service(recording_config(self.directory, **keys))
+    def start(self, opener: Callable[[Path], Any] | None = None, server_extra: str = "", **keys: object) -> TiAService:
+        service = build_service(recording_config(self.directory, server_extra, **keys))
         if opener is not None:
             service.getServiceNamed("recording").manager.opener = opener
         service.startService()
@@ -152,7 +218,7 @@ class RecordingTestCase(unittest.TestCase):
     @inlineCallbacks
     def test_ramp_and_events_round_trip_raw_bdf_edf_npz(self) -> Any:
         service = self.start(enabled="on", formats="bdf, edf, npz, raw", flush_interval=0.2)
-        yield sleep(1.0)
+        yield ticks(service, 100)
         yield service.stopService()
         files = self.files()
         stem = f"{today()}_T01_run01"
@@ -200,9 +266,22 @@ class RecordingTestCase(unittest.TestCase):
         self.assertEqual(list(archive["events"]["sample"]), [pid * BLOCK for pid, _ in event_packets])
 
     @inlineCallbacks
+    def test_a_sample_major_server_is_recorded_and_read_back_exactly(self) -> Any:
+        """The journal keeps the packets as sent; its sidecar says how they lay out each block."""
+        service = self.start(server_extra="sample_order = sample-major", enabled="on", formats="npz, raw")
+        yield ticks(service, 40)
+        yield service.stopService()
+        files = self.files()
+        self.assertEqual(json.loads(files[".json"].read_text())["sample_order"], "sample-major")
+        packets = list(open_raw(files[".tia"]).packets())
+        check_ramp_packets(self, packets)
+        expected = np.array(ramp_values(CHANNELS, 0, len(packets) * BLOCK), dtype=np.float32)
+        np.testing.assert_array_equal(np.load(files[".npz"])["eeg"], expected)
+
+    @inlineCallbacks
     def test_without_raw_only_the_requested_files_stay(self) -> Any:
         service = self.start(enabled="on", formats="bdf")
-        yield sleep(0.4)
+        yield ticks(service, 40)
         yield service.stopService()
         self.assertEqual(sorted(self.files()), [".bdf"])
         signal = edfio.read_bdf(self.files()[".bdf"]).signals[0]
@@ -225,7 +304,7 @@ class RecordingTestCase(unittest.TestCase):
         self.assertIn(f"{today()}_T01_run08.tia", started)
         refused = yield threads.deferToThread(cli.main, ["recording", "start", f"127.0.0.1:{port}"])
         self.assertEqual(refused, 1)  # already recording
-        yield sleep(0.3)
+        yield ticks(service, 30)
         stopped = yield threads.deferToThread(recording_request, "127.0.0.1", port, "stop", 5)
         self.assertIn("recording: off", stopped)
         self.assertNotIn("error", stopped)
@@ -234,7 +313,7 @@ class RecordingTestCase(unittest.TestCase):
 
         code = yield threads.deferToThread(cli.main, ["recording", "start", f"127.0.0.1:{port}"])
         self.assertEqual(code, 0)
-        yield sleep(0.2)
+        yield ticks(service, 20)
         code = yield threads.deferToThread(cli.main, ["recording", "stop", f"127.0.0.1:{port}"])
         self.assertEqual(code, 0)
         names = sorted(path.name for path in self.directory.iterdir())
@@ -270,7 +349,7 @@ class RecordingTestCase(unittest.TestCase):
     @inlineCallbacks
     def test_everything_older_than_the_flush_interval_is_on_disk(self) -> Any:
         service = self.start(enabled="on", formats="raw", flush_interval=0.2)
-        yield sleep(0.5)
+        yield ticks(service, 50)
         sent = service.hub.ticks_sent
         yield sleep(0.2 + 0.6)  # the flush interval, and a generous margin for a loaded machine
         raw = next(self.directory.glob("*.tia"))
@@ -284,42 +363,72 @@ class RecordingTestCase(unittest.TestCase):
     # ---------------------------------------------------------------- failures: reported, streaming goes on
 
     @inlineCallbacks
+    def check_failure_shown(self, service: TiAService, reason: str) -> Generator[Deferred[Any], Any, None]:
+        """What the user sees of a failed run: one error line (with ``reason``) saying streaming goes on,
+        ``tia recording status`` in state ``error`` with the reason, and TCP clients still exact."""
+        yield self.log.wait_for("error", reason)
+        packets = yield threads.deferToThread(stream_some, service.control_port)
+        check_ramp_packets(self, packets)
+        state = yield threads.deferToThread(recording_request, "127.0.0.1", service.control_port, "status", 5)
+        self.assertIn("recording: error", state)
+        self.assertIn(reason, state)
+        errors = self.log.find("error", reason)
+        self.assertEqual(len(errors), 1, self.log.lines)
+        self.assertIn("streaming goes on", errors[0])
+        self.assertNotIn(service.getServiceNamed("recording").manager.current, service.hub.subscribers)
+
+    @inlineCallbacks
     def test_permission_error_is_reported_and_streaming_continues(self) -> Any:
         def forbidden(path: Path) -> IO[bytes]:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
         service = self.start(opener=forbidden, enabled="on", formats="bdf, raw")
-        yield sleep(0.3)
-        errors = self.log.find("error", "Permission denied")
-        self.assertEqual(len(errors), 1, self.log.lines)
-        self.assertIn("cannot start the recording", errors[0])
-        self.assertIn("streaming goes on", errors[0])
-        packets = yield threads.deferToThread(stream_some, service.control_port)
-        check_ramp_packets(self, packets)
-        state = yield threads.deferToThread(recording_request, "127.0.0.1", service.control_port, "status", 5)
-        self.assertIn("recording: error", state)
-        self.assertIn("Permission denied", state)
-        self.assertNotIn(service.getServiceNamed("recording").manager.current, service.hub.subscribers)
+        yield self.check_failure_shown(service, "Permission denied (EACCES)")
+        self.assertIn("cannot start the recording", self.log.find("error", "Permission denied")[0])
 
     @inlineCallbacks
     def test_read_only_directory_is_reported(self) -> Any:
+        """chmod 500 as a user; root writes through that, so as root the directory is a read-only tmpfs."""
         if os.geteuid() == 0:
-            raise unittest.SkipTest("root writes into read-only directories")
-        self.directory.mkdir(parents=True)
-        self.directory.chmod(0o500)
-        self.addCleanup(self.directory.chmod, 0o700)
+            mount_tmpfs(self, self.directory, "ro,size=16k")
+            reason = "Read-only file system (EROFS)"
+        else:
+            self.directory.mkdir(parents=True)
+            self.directory.chmod(0o500)
+            self.addCleanup(self.directory.chmod, 0o700)
+            reason = "Permission denied (EACCES)"
         service = self.start(enabled="on", formats="raw")
-        yield sleep(0.3)
-        self.assertTrue(self.log.find("error", "Permission denied"), self.log.lines)
-        packets = yield threads.deferToThread(stream_some, service.control_port)
-        check_ramp_packets(self, packets)
+        yield self.check_failure_shown(service, reason)
+        self.assertIn(f"cannot start the recording: {self.directory}/", self.log.find("error", reason)[0])
+
+    @inlineCallbacks
+    def test_directory_under_a_regular_file_is_reported(self) -> Any:
+        """Unwritable for root too: a path through a regular file."""
+        self.directory.parent.joinpath("a-file").write_bytes(b"")
+        self.directory = self.directory.parent / "a-file" / "recordings"
+        service = self.start(enabled="on", formats="bdf, raw")
+        yield self.check_failure_shown(service, f"{self.directory}: Not a directory (ENOTDIR)")
+
+    @inlineCallbacks
+    def test_full_file_system_is_reported_and_what_was_written_is_kept(self) -> Any:
+        """A real ENOSPC from the kernel: the recording directory is a 16 kB tmpfs (root only)."""
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("mounting a tmpfs needs root")
+        mount_tmpfs(self, self.directory, "size=16k")
+        service = self.start(enabled="on", formats="raw", flush_interval=0.1)
+        yield self.check_failure_shown(service, "No space left on device (ENOSPC)")
+        yield service.stopService()
+        kept = list(open_raw(next(self.directory.glob("*.tia"))).packets())
+        self.assertTrue(kept)
+        self.assertEqual(kept[0].packet_id, 0)
+        check_ramp_packets(self, kept)
 
     @inlineCallbacks
     def test_disk_full_is_reported_streaming_continues_and_what_was_written_is_kept(self) -> Any:
         limit = 40 * (33 + 4 + 4 * CHANNELS * BLOCK) + 500  # about 40 packets fit
         service = self.start(opener=lambda path: _Gate(path, fail_after=limit), enabled="on", formats="bdf, raw",
                              flush_interval=0.1)
-        yield sleep(0.8)
+        yield self.log.wait_for("error", "No space left on device")
         errors = self.log.find("error", "No space left on device")
         self.assertEqual(len(errors), 1, self.log.lines)
         self.assertIn("ENOSPC", errors[0])
@@ -337,7 +446,7 @@ class RecordingTestCase(unittest.TestCase):
         gate = threading.Event()
         service = self.start(opener=lambda path: _Gate(path, gate=gate), enabled="on", formats="bdf, raw",
                              queue_seconds=0.05)
-        yield sleep(0.6)  # the writer is stuck: 16 ticks fit in its queue, the rest are dropped
+        yield ticks(service, 60)  # the writer is stuck: 16 ticks fit in its queue, the rest are dropped
         sink = service.getServiceNamed("recording").manager.current
         assert isinstance(sink, RecordingSink)
         self.assertGreater(sink.dropped, 10)
@@ -345,7 +454,7 @@ class RecordingTestCase(unittest.TestCase):
         packets = yield threads.deferToThread(stream_some, service.control_port, 0.2)
         check_ramp_packets(self, packets)  # the network client lost nothing meanwhile
         gate.set()
-        yield sleep(0.4)  # the writer catches up; what it missed is a gap in the middle
+        yield ticks(service, 40)  # the writer catches up; what it missed is a gap in the middle
         dropped = sink.dropped
         yield service.stopService()
         self.assertEqual(sink.dropped, dropped)
@@ -360,12 +469,56 @@ class RecordingTestCase(unittest.TestCase):
         annotations = edfio.read_bdf(next(self.directory.glob("*.bdf"))).annotations
         self.assertTrue([a for a in annotations if a.text == "BAD_ACQ_SKIP"])
 
+    # ---------------------------------------------------------------- without the [record] extra
+
+    @inlineCallbacks
+    def test_start_recording_without_edfio_is_one_line_naming_the_extra(self) -> Any:
+        service = self.start(formats="bdf, raw")
+        block_edfio(self)
+        control = yield tcp_connect(service.control_port, ControlClient())
+        self.addCleanup(control.transport.loseConnection)
+        reply = yield control.request("StartRecording")
+        self.assertEqual(reply, ControlMessage("Error", NO_EDFIO))  # on the wire: Error -- recording BDF needs ...
+        with self.assertRaises(TiAError) as raised:
+            yield threads.deferToThread(recording_request, "127.0.0.1", service.control_port, "start", 5)
+        self.assertEqual(str(raised.exception), f"the server refused StartRecording: {NO_EDFIO}")
+        state = yield threads.deferToThread(recording_request, "127.0.0.1", service.control_port, "status", 5)
+        self.assertIn("recording: error", state)
+        self.assertIn(f"error:     {NO_EDFIO}", state)
+        packets = yield threads.deferToThread(stream_some, service.control_port)
+        check_ramp_packets(self, packets)
+        self.assertIsNone(service.getServiceNamed("recording").manager.current)
+        self.assertFalse(self.directory.exists())
+
+    @inlineCallbacks
+    def test_enabled_without_edfio_logs_one_line_and_streams(self) -> Any:
+        """The INI loader refuses this (tests/test_extras.py); a config built otherwise reaches the service."""
+        config = recording_config(self.directory, enabled="on", formats="bdf")
+        block_edfio(self)
+        service = build_service(config)
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        errors = self.log.find("error", "needs edfio")
+        self.assertEqual(errors, [f"[recording] enabled: {NO_EDFIO}; the server streams without recording"])
+        packets = yield threads.deferToThread(stream_some, service.control_port)
+        check_ramp_packets(self, packets)
+        state = yield threads.deferToThread(recording_request, "127.0.0.1", service.control_port, "status", 5)
+        self.assertIn(f"error:     {NO_EDFIO}", state)
+        self.assertFalse(self.directory.exists())
+
+    def test_missing_writer_names_the_formats_needing_edfio(self) -> None:
+        self.assertIsNone(missing_writer(("bdf", "raw")))  # edfio is installed here
+        block_edfio(self)
+        self.assertEqual(missing_writer(("edf", "raw", "bdf")),
+                         "recording EDF/BDF needs edfio: pip install 'txtia[record]'")
+        self.assertIsNone(missing_writer(("raw", "npz", "csv")))
+
     # ---------------------------------------------------------------- tia convert
 
     @inlineCallbacks
     def test_tia_convert_writes_edf_and_refuses_to_overwrite(self) -> Any:
         service = self.start(enabled="on", formats="raw")
-        yield sleep(0.4)
+        yield ticks(service, 40)
         yield service.stopService()
         raw = next(self.directory.glob("*.tia"))
         output = self.directory / "converted.edf"
@@ -384,7 +537,7 @@ class RecordingTestCase(unittest.TestCase):
         except ImportError:
             raise unittest.SkipTest("mne is not installed (only used to check the files)") from None
         service = self.start(enabled="on", formats="bdf")
-        yield sleep(0.6)
+        yield ticks(service, 60)
         yield service.stopService()
         raw = mne.io.read_raw_bdf(next(self.directory.glob("*.bdf")), preload=True, verbose="error")
         self.assertEqual(raw.ch_names, [f"eeg{c}" for c in range(1, CHANNELS + 1)])

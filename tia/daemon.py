@@ -37,11 +37,11 @@ def build_service(
         from tia.web import attach_web
 
         attach_web(service, config.web_endpoint)
-    from tia.server.recorder import attach_recording
+    from tia.recording.service import attach_recording
 
     attach_recording(service)  # its control commands exist even while recording is off
     if config.lsl.outlets:
-        from tia.lsl_bridge import attach_lsl
+        from tia.lsl.outlets import attach_lsl
 
         attach_lsl(service)
     return service

@@ -3,8 +3,9 @@
 A thin layer over the blocking client (:mod:`tia.client`) and the recording
 writers (:mod:`tia.recording`): argument parsing (:mod:`tia.cli.parser`),
 terminal output and exit codes, one module per subcommand; what they share
-is in :mod:`tia.cli.common`. It never loads the server, except ``tia
-convert`` (the journal reader) and ``tia lsl`` (the LSL bridge).
+is in :mod:`tia.cli.common`. It never loads the server: ``tia convert`` reads
+journals with :mod:`tia.recording.journal`, ``tia lsl`` republishes with
+:mod:`tia.lsl.republish`.
 
 Exit codes: 0 success, 1 the server or the connection failed (one line on
 stderr, ``tia COMMAND: error: ...``, no traceback), 2 usage error.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from tia.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CLIError, UsageError, explain
 from tia.client.errors import TiAError
-from tia.recording import RecordingError
+from tia.recording.recorder import RecordingError
 
 __all__ = ["main"]
 

@@ -20,7 +20,8 @@ from tia.client.sockets import host_port
 from tia.client.tls import TLSSettings
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import SAMPLE_ORDERS
-from tia.recording import RecordingError, check_writable
+from tia.recording.recorder import RecordingError
+from tia.recording.writers import check_writable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

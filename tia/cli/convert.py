@@ -6,14 +6,11 @@ import argparse
 import sys
 
 from tia.cli.common import EXIT_OK, output_path
+from tia.recording.journal import convert_raw
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the journal in the format the suffix of ``-o FILE`` names, as ``tia record`` does."""
-    # Imported here: the journal reader lives with the server's recorder for now, and
-    # no other subcommand should load the server.
-    from tia.server.recorder import convert_raw
-
     output = output_path(args.output, args.force)
     result = convert_raw(args.raw, [output], overwrite=args.force)
     for note in result.notes:

@@ -8,8 +8,8 @@ import sys
 import textwrap
 
 from tia.cli.common import EXIT_OK, Address, metainfo, packet_rate, session
+from tia.protocol.channels import physical_unit
 from tia.protocol.metainfo import MetaInfo, format_rate
-from tia.recording import channel_names, physical_unit
 
 
 def format_info(address: Address, meta: MetaInfo, width: int = 100) -> str:
@@ -35,7 +35,7 @@ def format_info(address: Address, meta: MetaInfo, width: int = 100) -> str:
             str(signal.block_size),
             str(signal.num_channels),
             physical_unit(signal) or "-",
-            ", ".join(channel_names(signal)),
+            ", ".join(signal.channel_names),
         )
         for signal in meta.signals
     ]

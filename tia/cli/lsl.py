@@ -9,7 +9,7 @@ from tia.cli.common import Address, CLIError, sample_order, tls_settings
 
 def run(args: argparse.Namespace) -> int:
     """Until Ctrl-C or ``--seconds``; needs pylsl, so the bridge is imported only here."""
-    from tia.lsl_bridge import run_client_bridge
+    from tia.lsl.republish import run_client_bridge
     from tia.sources.base import SourceError
 
     address: Address = args.server

@@ -19,10 +19,10 @@ import numpy as np
 
 from tia.cli.common import EXIT_OK, Address, CLIError, is_tty, metainfo, packet_rate, session, start_streaming
 from tia.client.packet import TiAPacket
+from tia.protocol.channels import physical_unit
 from tia.protocol.metainfo import MetaInfo, SignalInfo, format_rate
 from tia.protocol.packet import SampleArray
 from tia.protocol.signals import flags_in
-from tia.recording import channel_names, physical_unit
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_ASCII = "_.-~=*#@"
@@ -33,7 +33,7 @@ class _SignalStats:
 
     def __init__(self, signal: SignalInfo, history: int) -> None:
         self.signal = signal
-        self.names = channel_names(signal)
+        self.names = signal.channel_names
         self.packets = 0
         self.samples = 0
         self.events = 0

@@ -31,7 +31,8 @@ from tia.cli.common import (
 )
 from tia.client.blocking import TiAClient
 from tia.client.errors import TiAError
-from tia.recording import Recorder
+from tia.recording.recorder import Recorder
+from tia.recording.writers import write_recording
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # by name: SIGHUP does not exist on Windows
 
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         if recorder is None or recorder.packets_received == 0:
             stopped = f"stopped by {stop.received} before the first packet" if stop.received else None
             raise CLIError(failure or stopped or "no packet was recorded")
-        files = recorder.write(output)  # signals now are only noted: the file is written whole
+        files = write_recording(recorder, output)  # signals now are only noted: the file is written whole
     assert progress is not None  # set before the first packet
     progress.finish(recorder)
     summary = (

@@ -31,7 +31,7 @@ class UDPConfig:
 
 @dataclass(frozen=True)
 class RecordingConfig:
-    """[recording]: the server records what it sends (tia.server.recorder); off by default."""
+    """[recording]: the server records what it sends (tia.recording); off by default."""
 
     enabled: bool = False  # record from start-up; StartRecording / 'tia recording start' at run time
     directory: str = "recordings"  # relative to the daemon's working directory
@@ -44,7 +44,7 @@ class RecordingConfig:
 
 @dataclass(frozen=True)
 class LSLOutletConfig:
-    """[lsl]: every signal also published as a Lab Streaming Layer outlet (tia.lsl_bridge)."""
+    """[lsl]: every signal also published as a Lab Streaming Layer outlet (tia.lsl.outlets)."""
 
     outlets: bool = False
     name: str = "TiA"  # stream names are NAME-TYPE, e.g. TiA-eeg
