@@ -1163,3 +1163,22 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(len(lost), 1)
         self.assertAlmostEqual(lost[0], 7 * PERIOD)
         self.assertEqual(stream.reconnections, 1)
+
+
+def test_the_tls_name_comes_from_the_description_not_from_endpoint_internals() -> None:
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+    from twisted.internet.testing import MemoryReactor
+
+    from tia.client.control import description_host, tls_name
+    from tia.client.tls import TLSSettings
+
+    assert description_host("tcp:127.0.0.1:9000") == "127.0.0.1"
+    assert description_host("tcp:port=9000:host=eeg-server") == "eeg-server"
+    assert description_host(r"tcp6:\:\:1:9000") == "::1"
+    assert description_host("unix:/run/tia.sock") is None
+    assert tls_name("tcp:eeg-server:9000", TLSSettings()) == "eeg-server"
+    assert tls_name("tcp:10.0.0.5:9000", TLSSettings(server_name="eeg-server")) == "eeg-server"
+    endpoint = TCP4ClientEndpoint(MemoryReactor(), "10.0.0.5", 9000)
+    with pytest.raises(ValueError, match="server_name"):
+        tls_name(endpoint, TLSSettings())  # an endpoint object does not say its host publicly
+    assert tls_name(endpoint, TLSSettings(server_name="eeg-server")) == "eeg-server"

@@ -312,16 +312,30 @@ def endpoint_for(
     )
     if tls is None:
         return cast(Endpoint, built), None
-    options = twisted_options(tls, tls_name(built, tls))
+    options = twisted_options(tls, tls_name(endpoint, tls))
     return cast(Endpoint, wrapClientTLS(options, built)), options
 
 
-def tls_name(endpoint: object, tls: TLSSettings) -> str:
-    """The name the server's certificate must carry: ``server_name``, else the host connected to."""
-    name = tls.server_name or getattr(endpoint, "_host", None) or getattr(endpoint, "_hostText", None)
-    if not isinstance(name, str) or not name:
+def tls_name(endpoint: str | IStreamClientEndpoint, tls: TLSSettings) -> str:
+    """The name the server's certificate must carry: ``server_name``, else the host of the
+    endpoint description (``tcp:HOST:PORT`` or ``tcp:host=HOST:port=PORT``); an endpoint
+    object does not say its host, so with one ``server_name`` is required."""
+    name = tls.server_name or (description_host(endpoint) if isinstance(endpoint, str) else None)
+    if not name:
         raise ValueError(f"cannot tell the server's name from {endpoint!r}; give TLSSettings(server_name=...)")
     return name
+
+
+def description_host(description: str) -> str | None:
+    """The host of a TCP client endpoint description, unescaped (``tcp6:\\:\\:1:9000`` -> ``::1``)."""
+    parts = [part.replace("\0", ":") for part in description.replace("\\:", "\0").split(":")]
+    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2:
+        return None
+    positional = [part for part in parts[1:] if "=" not in part]
+    for part in parts[1:]:
+        if part.startswith("host="):
+            return part[len("host="):] or None
+    return positional[0] if positional else None
 
 
 def connectTiA(
