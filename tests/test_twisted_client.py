@@ -1166,6 +1166,7 @@ class EndToEndTests(unittest.TestCase):
 
 
 def test_the_tls_name_comes_from_the_description_not_from_endpoint_internals() -> None:
+    import pytest
     from twisted.internet.endpoints import TCP4ClientEndpoint
     from twisted.internet.testing import MemoryReactor
 
