@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from support import (
@@ -23,6 +24,7 @@ from twisted.trial import unittest
 
 from tia.daemon import build_service
 from tia.server.listener import ListenError
+from tia.sources.base import SourceSpec
 
 
 class ServerTestCase(SocketTestCase):
@@ -219,6 +221,47 @@ class StateChannelTests(ServerTestCase):
         yield collector.lost
         yield control.lost
         self.assertEqual(b"".join(received), b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n")
+
+
+class FatalSourceTests(SocketTestCase):
+    """on_error = stop-server outside twistd: the service stops itself, gracefully; the reactor
+    (perhaps an application's, as with the seed API) goes on."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_the_service_stops_itself_and_tells_its_clients(self) -> Any:
+        class FailsAtTick50:
+            device_clocked = False
+
+            def __init__(self, spec: SourceSpec) -> None:
+                self.spec = spec
+
+            def start(self) -> None:
+                pass
+
+            def stop(self) -> None:
+                pass
+
+            def read(self, tick: int) -> list[float]:
+                if tick >= 50:
+                    raise OSError("amplifier unplugged")
+                return [float(tick)] * len(self.spec.channels)
+
+        config = ramp_config(rate=100, blocksize=1, channels=2)
+        spec = config.sources[0]
+        self.serve(config, sources=[FailsAtTick50(replace(spec, on_error="stop-server"))])
+        control = yield self.control()
+        port = port_of((yield control.request("GetServerStateConnection")))
+        state = PacketCollector()
+        received: list[bytes] = []
+        state.dataReceived = received.append  # type: ignore[method-assign]
+        yield tcp_connect(port, state)
+        yield state.lost  # the service stopped: Shutdown, then the close
+        yield control.lost
+        self.assertEqual(b"".join(received), b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n")
+        self.assertFalse(self.service.running)
+        self.assertTrue(reactor.running)  # type: ignore[attr-defined]
 
 
 class PytiaClientTests(ServerTestCase):

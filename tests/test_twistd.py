@@ -169,3 +169,37 @@ def test_a_start_up_error_is_one_line_without_usage_traceback_or_pid_file(
     )
     assert (result.returncode, result.stderr, result.stdout) == (1, line.format(**fields) + "\n", "")
     assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_a_source_that_ends_with_stop_server_stops_the_daemon_gracefully(tmp_path: Path) -> None:
+    """on_end = stop-server: the state client hears ServerStateShutdown, twistd exits by itself."""
+    rows = "\n".join(f"{k},{2 * k}" for k in range(300))  # 3 s at 100 Hz
+    (tmp_path / "short.csv").write_text("a:eeg,b:eeg\n" + rows + "\n")
+    port = free_port()
+    (tmp_path / "replay.ini").write_text(
+        f"[server]\ncontrol = tcp:{port}:interface=127.0.0.1\n"
+        "[source:file]\ndriver = replay\nfile = short.csv\nrate = 100\nblocksize = 10\non_end = stop-server\n"
+    )
+    process = subprocess.Popen(
+        [twistd(), "-n", "--pidfile=", "--logfile=-", "tia", "--config", "replay.ini"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(process, port)
+        control = socket.create_connection(("127.0.0.1", port), timeout=10)
+        state_port = int(request(control, ControlParser(), "GetServerStateConnection") or 0)
+        state = socket.create_connection(("127.0.0.1", state_port), timeout=10)
+        heard = b""
+        while True:
+            chunk = state.recv(4096)  # the server closes it after the shutdown message
+            if not chunk:
+                break
+            heard += chunk
+        assert heard == b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n"
+        assert process.wait(timeout=30) == 0
+        output = process.stdout.read().decode() if process.stdout else ""
+        assert "finished at tick 30" in output and "stopping the server" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -203,7 +203,10 @@ class TiAService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """Graceful stop: state clients hear ``ServerStateShutdown`` before anything closes;
-        children (sinks) stop after the last tick, so recordings end complete."""
+        children (sinks) stop after the last tick, so recordings end complete. Stopping a
+        stopped service (a fatal source stopped it, then twistd stops everything) does nothing."""
+        if not self.running:
+            return defer.succeed(None)
         log.info("TiA server stopping")
         self.state.announce_shutdown()
         self.clock.stop()
