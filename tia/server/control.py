@@ -127,7 +127,7 @@ class TiAControlProtocol(Protocol):
         self.peer_host = getattr(peer, "host", "?")
         self.local_host = getattr(local, "host", "127.0.0.1")
         self.server.controls.add(self)
-        harden_tcp(self.transport)
+        harden_tcp(self.transport, self.server.config.peer_timeout)
         # Replies wait in Twisted's buffer while the peer does not read; past its
         # bufferSize we are paused and stop reading the peer's requests in turn.
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
@@ -287,7 +287,8 @@ class TiAControlProtocol(Protocol):
 
     def _open_tcp_data(self) -> int:
         listener = TCPDataListener(
-            self.peer_host, self.server.backlog_bytes, self._tcp_data_connected, self._tcp_data_lost
+            self.peer_host, self.server.backlog_bytes, self._tcp_data_connected, self._tcp_data_lost,
+            self.server.config.peer_timeout,
         )
         reactor: IReactorTCP = self.server.reactor  # type: ignore[assignment]
         listener.port = reactor.listenTCP(

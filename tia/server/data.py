@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -26,13 +27,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tia.config import DEFAULT_PEER_TIMEOUT
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
 from tia.server.fastpath import DirectWriter
 from tia.server.guard import RateLimitedLog, harden_tcp
 from tia.server.tick import Tick
 
 log = Logger()
-_refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
+_refusals = RateLimitedLog(log)  # port scans, strangers and vanishing clients must not flood the log
 
 # Seconds a closing data connection may take to hand over what is buffered (at most the
 # backlog) before it is reset: a client that stopped reading would hold it open for ever.
@@ -43,9 +45,15 @@ CLOSE_GRACE_SECONDS = 10.0
 class TCPDataProtocol(Protocol):
     """One client's TCP data connection."""
 
-    def __init__(self, backlog_bytes: int, on_lost: Callable[[TCPDataProtocol], None]) -> None:
+    def __init__(
+        self,
+        backlog_bytes: int,
+        on_lost: Callable[[TCPDataProtocol], None],
+        peer_timeout: int = DEFAULT_PEER_TIMEOUT,
+    ) -> None:
         self.backlog_bytes = backlog_bytes
         self._on_lost = on_lost
+        self.peer_timeout = peer_timeout
         self.packets = 0
         self.dropped = 0
         self.paused = False
@@ -59,7 +67,7 @@ class TCPDataProtocol(Protocol):
         assert self.transport is not None
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
-            harden_tcp(self.transport)  # a vanished client is dropped, not streamed into for hours
+            harden_tcp(self.transport, self.peer_timeout)  # a vanished client is dropped within it
         self._writer = DirectWriter.for_transport(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
@@ -152,6 +160,12 @@ class TCPDataProtocol(Protocol):
         if self._abort_timer is not None and self._abort_timer.active():
             self._abort_timer.cancel()
         self._abort_timer = None
+        if reason is not None and reason.check(ConnectionLost) and not reason.check(ConnectionAborted):
+            # not closed by either side: the kernel gave up (harden_tcp's timers) or the peer reset
+            _refusals.emit(
+                ("gone", self.peer), "data client {peer} is gone (no answer for {timeout} s, or a reset): "
+                "closed after {packets} packets", peer=self.peer, timeout=self.peer_timeout, packets=self.packets,
+            )
         self._on_lost(self)
 
 
@@ -170,9 +184,11 @@ class TCPDataListener(ServerFactory):
         backlog_bytes: int,
         on_connected: Callable[[TCPDataProtocol], None],
         on_lost: Callable[[TCPDataProtocol], None],
+        peer_timeout: int = DEFAULT_PEER_TIMEOUT,
     ) -> None:
         self.peer_host = peer_host
         self.backlog_bytes = backlog_bytes
+        self.peer_timeout = peer_timeout
         self._on_connected = on_connected
         self._on_lost = on_lost
         self.port: IListeningPort | None = None
@@ -199,7 +215,7 @@ class TCPDataListener(ServerFactory):
 
 class _ConnectedTCPDataProtocol(TCPDataProtocol):
     def __init__(self, listener: TCPDataListener) -> None:
-        super().__init__(listener.backlog_bytes, listener._on_lost)
+        super().__init__(listener.backlog_bytes, listener._on_lost, listener.peer_timeout)
         self._listener = listener
 
     def connectionMade(self) -> None:

@@ -57,7 +57,7 @@ class ServerStateProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        harden_tcp(self.transport)  # a vanished listener is noticed and dropped
+        harden_tcp(self.transport, self.channel.guard.peer_timeout)  # a vanished listener is dropped
         self.host = getattr(self.transport.getPeer(), "host", None)
         self.channel.clients.add(self)
         self.transport.write(SERVER_STATE_RUNNING)
@@ -131,7 +131,9 @@ class TiAServerFactory(ServerFactory):
         self.custom_streams = CustomStreams(hub)  # SetCustomSignalInfo: one stream per distinct request
         per_second = float(hub.packet_rate) * hub.max_packet_size
         self.backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * hub.max_packet_size)
-        self.guard = ConnectionGuard(config.allow, config.max_connections, config.max_connections_per_host)
+        self.guard = ConnectionGuard(
+            config.allow, config.max_connections, config.max_connections_per_host, config.peer_timeout
+        )
         self.tls: ServerTLS | None = None  # [server] tls_*: every client-facing TCP port wrapped
         if config.tls is not None:
             from tia.server.tls import ServerTLS
