@@ -36,6 +36,7 @@ from tia.server.events import events_factory
 from tia.server.guard import ConnectionGuard, RefusalProtocol, exposure_warning, harden_tcp
 from tia.server.hub import StreamHub
 from tia.server.listener import Listener
+from tia.server.mtu import warn_if_fragmented
 from tia.sources import build_source
 from tia.sources.base import ISource
 
@@ -267,6 +268,7 @@ class TiAService(MultiService):
                 self._udp_port = udp_reactor.listenUDP(
                     0, self.factory.udp_sender, interface=interface, maxPacketSize=8192
                 )
+                warn_if_fragmented(self.hub.max_packet_size, self.config.udp)
         except Exception:
             self._close_listeners()
             raise
