@@ -525,7 +525,10 @@ class DataProtocolTests(unittest.TestCase):
             detector.check(number)
         self.assertEqual(gaps, [(2, 3), (4, 2), (5, 4)])
         self.assertEqual(detector.expected, 6)
-        self.assertEqual(detector.lost, 1)
+        # 2 was missing only until it came: late, not lost; the second 4 is a repeat
+        self.assertEqual(
+            (detector.received, detector.gaps, detector.lost, detector.reordered, detector.duplicates), (6, 1, 0, 1, 1)
+        )
 
     def test_raising_callbacks_are_logged_not_fatal(self) -> None:
         seen: list[int] = []
@@ -560,6 +563,19 @@ class DataProtocolTests(unittest.TestCase):
         assertPacket(self, packets[1], 6, 3)
         self.assertEqual(protocol.bad_datagrams, 2)
         self.assertEqual(gaps, [(1, 3)])
+
+
+    def test_udp_late_packets_delivered_and_repeats_dropped(self) -> None:
+        packets: list[DataPacket] = []
+        gaps: list[tuple[int, int]] = []
+        protocol = TiAUDPDataProtocol(packets.append, lambda e, g: gaps.append((e, g)))
+        for number in (0, 2, 1, 2, 3):
+            protocol.datagramReceived(packetBytes(number, number), ("127.0.0.1", 5000))
+        self.assertEqual([p.connection_number for p in packets], [0, 2, 1, 3])
+        self.assertEqual(gaps, [(1, 2), (3, 1), (3, 2)])
+        self.assertEqual(protocol.packets_received, 4)
+        detector = protocol.gaps
+        self.assertEqual((detector.gaps, detector.lost, detector.reordered, detector.duplicates), (1, 0, 1, 1))
 
 
 class ServerStateProtocolTests(unittest.TestCase):

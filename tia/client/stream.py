@@ -38,6 +38,7 @@ from tia.client.data import (
     deliver,
 )
 from tia.client.errors import TiAClientError, TiAConnectionLost
+from tia.client.sequence import PacketSequence
 from tia.client.shims import Clock, Endpoint, ListeningPort, UDPReactor, transport_of
 from tia.client.tls import TLSSettings
 from tia.protocol.custom import CustomSpec
@@ -145,6 +146,8 @@ class TiAStream:
         self.reconnections = 0
         self.ticks_lost = 0
         """Packets (server ticks) lost across reconnections so far, when known."""
+        self.sequence: PacketSequence | None = None
+        """The packet numbers of the current (or last) data connection: gaps, late and repeated packets."""
 
         self._session: _Session | None = None
         self._service: ClientService | None = None
@@ -261,11 +264,13 @@ class TiAStream:
 
         if self.transport == "TCP":
             data = TiATCPDataProtocol(on_packet, self.on_gap)
+            self.sequence = data.gaps
             await self._connect_tcp(host, port, data)
             session.tcp_data = data
             data.whenClosed().addBoth(lambda result: self._data_lost(session, result))
         else:
             udp = TiAUDPDataProtocol(on_packet, self.on_gap)
+            self.sequence = udp.gaps
             session.udp_data = udp
             session.udp_port = cast(UDPReactor, self._reactor).listenUDP(
                 port, udp, interface=self.udp_interface, maxPacketSize=UDP_MAX_PACKET_SIZE
