@@ -72,7 +72,6 @@ def vanished(lab: Lab) -> Outcome:
     hosts = {name: lab.host(name) for name in names}
     links = {name: lab.link(srv, host) for name, host in hosts.items()}
     daemon = Daemon(srv, lab.directory, server="max_connections = 5")
-    fds_idle = daemon.fds()
 
     def client(name: str, **options: Any) -> Client:
         return hosts[name].client(links[name].a_address, **options)
@@ -88,6 +87,8 @@ def vanished(lab: Lab) -> Outcome:
     victims = ("cable", "quiet", "gone")
     before = {name: len(daemon.connections(links[name].b_address)) for name in victims}
     refused = client("new", kind="blocking").wait("error")["error"]
+    wait_until(lambda: not daemon.connections(links["new"].b_address), 5, "the refused connection closed")
+    fds_before = daemon.fds()
 
     start = time.monotonic()
     links["cable"].down()
@@ -98,19 +99,22 @@ def vanished(lab: Lab) -> Outcome:
         address = links[name].b_address
         seen = wait_until(lambda a=address: not daemon.connections(a), 40, f"the server dropping {name}", 0.05)
         detected[name] = seen - start
+    fds_detected = daemon.fds()
     newcomer = client("new", kind="blocking")
     newcomer.wait_packets(20)
     healthy = stop_all(streaming[2], streaming[3], newcomer)
     gone_lines = [line for _, line in daemon.output.lines if "is gone" in line]
     return Outcome(
         "client vanishes (cable pulled, quiet client, host removed)",
-        "nothing (gone); server: "
-        + ", ".join(f"{name} {before[name]} connections closed" for name in victims),
+        f"gone; the server closed cable's {before['cable']} connections (control, data, state), quiet's "
+        f"{before['quiet']} (control, state), gone's {before['gone']} (control, data); "
+        f"{len(gone_lines)} log lines (one per data connection)",
         healthy_text(healthy),
         ", ".join(f"{name} {seconds:.1f} s" for name, seconds in detected.items()),
-        f"{resources(daemon)} (idle: {fds_idle} fds); the freed slot took a new client at once",
-        {"detected": detected, "before": before, "refused": refused, "healthy": healthy,
-         "gone_lines": gone_lines, "victims": {name: links[name].b_address for name in victims},
+        f"{fds_before} fds before, {fds_detected} once the victims' {sum(before.values())} connections were closed; "
+        "the freed slot took a new client at once",
+        {"detected": detected, "fds": (fds_before, fds_detected), "before": before, "refused": refused,
+         "healthy": healthy, "gone_lines": gone_lines, "victims": {name: links[name].b_address for name in victims},
          "connections_after": {name: daemon.connections(links[name].b_address) for name in victims}},
     )
 

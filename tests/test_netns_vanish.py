@@ -30,6 +30,8 @@ def test_vanished_clients_are_dropped_within_the_default_peer_timeout(lab: netns
     for name, seconds in found["detected"].items():
         assert seconds <= 20.0, f"{name}: its connections closed {seconds:.1f} s after the cable was pulled"
     assert found["connections_after"] == {"cable": [], "quiet": [], "gone": []}
+    fds_before, fds_detected = found["fds"]
+    assert fds_before - fds_detected == 7  # a socket per connection closed, nothing else held
     # one line per vanished streaming client (its data connection), none for the quiet one
     for name, count in (("cable", 1), ("gone", 1), ("quiet", 0)):
         address = found["victims"][name]
