@@ -38,7 +38,8 @@ class PacketSequence:
     """Watches the connection packet numbers of one data connection.
 
     The first packet sets the baseline (the reference server sends its
-    global packet id there, not 0). ``received`` counts packets handed out,
+    global packet id there, not 0); a packet numbered below it was never
+    expected and counts as a repeat. ``received`` counts packets handed out,
     ``gaps`` the jumps, ``lost`` the numbers still missing, ``reordered`` the
     late arrivals (each was missing until it came), ``duplicates`` the packets
     dropped as repeats.
