@@ -20,13 +20,15 @@ from tia.config import ConfigError
 from tia.server.guard import keepalive_timers
 
 
-def test_timers_end_a_second_before_the_peer_timeout() -> None:
-    assert keepalive_timers(20) == (9, 2, 5, 19_000)  # the default: probes at 9, 11, ..., 19 s
+def test_timers_end_a_tenth_before_the_peer_timeout() -> None:
+    assert keepalive_timers(20) == (10, 2, 4, 18_000)  # the default: probes at 10, 12, ..., 18 s
+    assert keepalive_timers(3) == (1, 1, 1, 2_000)
     for peer_timeout in range(3, 400):
         idle, interval, probes, user_timeout_ms = keepalive_timers(peer_timeout)
         assert min(idle, interval, probes) >= 1
-        assert idle + interval * probes == user_timeout_ms // 1000 == peer_timeout - 1
-        assert probes <= 9 and idle >= (peer_timeout - 1) // 2  # a few probes, after a quiet while
+        end = peer_timeout - max(1, peer_timeout // 10)
+        assert idle + interval * probes == user_timeout_ms // 1000 == end
+        assert probes <= 7 and idle >= end // 2  # a few probes, after a quiet while
 
 
 def test_the_key_default_and_bounds() -> None:

@@ -212,19 +212,21 @@ class PeerTimers(NamedTuple):
 
 
 def keepalive_timers(peer_timeout: int) -> PeerTimers:
-    """Timers that close the connection of a peer silent for ``peer_timeout`` seconds, a second early.
+    """Timers that close the connection of a peer silent for ``peer_timeout`` seconds, a little early.
 
     A vanished peer (cable pulled, laptop suspended, Wi-Fi gone) sends
     neither a FIN nor a reset. A connection that carries our data notices it
     through ``TCP_USER_TIMEOUT`` (data unacknowledged that long); a quiet one
-    (control, server-state) through keepalive: the first probe after half the
-    time, then probes so that the last lands at the end. On Linux the user
-    timeout also bounds keepalive. Everything ends a second before
-    ``peer_timeout``, the slack for the reactor to notice and close.
+    (control, server-state) through keepalive: the first probe after about
+    half the time, then probes so that the last lands at the end. On Linux the
+    user timeout also bounds keepalive. The timers end a tenth (at least a
+    second) before ``peer_timeout``: the kernel runs timers this long up to a
+    quarter of a second late, and the reactor needs a moment to close.
     """
-    budget = max(2, peer_timeout - 1)
-    interval = max(1, (budget - budget // 2) // 5)
-    probes = max(1, (budget - budget // 2) // interval)
+    budget = max(2, peer_timeout - max(1, peer_timeout // 10))
+    rest = budget - budget // 2
+    interval = max(1, round(rest / 5))
+    probes = max(1, rest // interval)
     idle = budget - interval * probes  # at least half the budget
     return PeerTimers(idle, interval, probes, budget * 1000)
 
