@@ -37,19 +37,23 @@ def exact(figures: dict[str, Any]) -> bool:
     return all(figures[key] == 0 for key in ("wrong", "gaps", "lost", "reordered", "duplicates", "repeated_ids"))
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def healthy_text(finals: list[dict[str, Any]]) -> str:
     packets = "/".join(str(f["packets"]) for f in finals)
     state = "exact, no gap" if all(exact(f) for f in finals) else "NOT EXACT"
-    return f"{len(finals)} clients: {packets} packets, {state}"
+    return f"{plural(len(finals), 'client')}: {packets} packets, {state}"
 
 
 def losses_text(figures: dict[str, Any]) -> str:
-    return (f"{figures['packets']} packets, {figures['lost']} lost in {figures['gaps']} gaps, "
-            f"{figures['reordered']} late, {figures['duplicates']} repeats dropped")
+    return (f"{figures['packets']} packets, {figures['lost']} lost in {plural(figures['gaps'], 'gap')}, "
+            f"{figures['reordered']} late, {plural(figures['duplicates'], 'repeat')} dropped")
 
 
 def resources(daemon: Daemon, peer: str | None = None) -> str:
-    text = f"{daemon.fds()} fds, {len(daemon.connections())} TCP connections"
+    text = f"{daemon.fds()} fds, {plural(len(daemon.connections()), 'TCP connection')}"
     if peer is not None:
         text += f" ({len(daemon.connections(peer))} from the victim)"
     return text
@@ -146,7 +150,7 @@ def slow_link(lab: Lab) -> Outcome:
         losses_text(finals[0]) + f", values {'exact' if finals[0]['wrong'] == 0 else 'WRONG'}",
         healthy_text(finals[1:]),
         f"server drops after {dropping - started:.1f} s, client sees the gap after {victim_seen - started:.1f} s",
-        resources(daemon),
+        resources(daemon) + (" (the victim's, draining through the slow link)" if daemon.connections() else ""),
         {"victim": finals[0], "healthy": finals[1:], "dropping_after": dropping - started},
     )
 
