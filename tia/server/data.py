@@ -34,7 +34,8 @@ from tia.server.guard import RateLimitedLog, harden_tcp
 from tia.server.tick import Tick
 
 log = Logger()
-_refusals = RateLimitedLog(log)  # port scans, strangers and vanishing clients must not flood the log
+_refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
+_lost = RateLimitedLog(log)  # nor a client on a flaky link, losing its connection every minute
 
 # Seconds a closing data connection may take to hand over what is buffered (at most the
 # backlog) before it is reset: a client that stopped reading would hold it open for ever.
@@ -162,8 +163,8 @@ class TCPDataProtocol(Protocol):
         self._abort_timer = None
         if reason is not None and reason.check(ConnectionLost) and not reason.check(ConnectionAborted):
             # not closed by either side: the kernel gave up (harden_tcp's timers) or the peer reset
-            _refusals.emit(
-                ("gone", self.peer), "data client {peer} is gone (no answer for {timeout} s, or a reset): "
+            _lost.emit(
+                self.peer.rpartition(":")[0], "data client {peer} is gone (no answer for {timeout} s, or a reset): "
                 "closed after {packets} packets", peer=self.peer, timeout=self.peer_timeout, packets=self.packets,
             )
         self._on_lost(self)

@@ -7,8 +7,8 @@ count (``RateLimitedLog``), the client-network allow-list and the
 connection limits, overall and per host (``ConnectionGuard``), a
 per-connection request budget (``RequestBudget``), the timers that close
 the connections of a vanished peer (``harden_tcp``, which also reaches
-beneath a TLS layer), and the start-up warning about a control port reachable from beyond
-this machine (``exposure_warning``).
+beneath a TLS layer), and the start-up warning about a control port
+reachable from beyond this machine (``exposure_warning``).
 """
 
 from __future__ import annotations
