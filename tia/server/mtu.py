@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ from tia.config import UDPConfig
 
 log = Logger()
 
-IP_MTU = getattr(socket, "IP_MTU", 14)  # Linux: the path MTU of a connected socket's route
+IP_MTU = getattr(socket, "IP_MTU", 14)  # Linux's number: the path MTU of a connected socket's route
 IPV4_UDP_HEADERS = 28  # 20 bytes of IPv4 header and 8 of UDP header in every unfragmented datagram
 SYS_CLASS_NET = Path("/sys/class/net")
 
@@ -84,6 +85,8 @@ def fragmentation_warning(packet_size: int, path: PathMTU) -> str | None:
 
 def warn_if_fragmented(packet_size: int, udp: UDPConfig) -> None:
     """Log ``fragmentation_warning`` once, for the path UDP data takes as far as it is known."""
+    if not sys.platform.startswith("linux"):
+        return
     if udp.mode in ("broadcast", "multicast") and udp.address is not None:
         path = route_mtu(udp.address, udp.interface)
     else:
