@@ -749,6 +749,32 @@ def test_udp_datagrams_to_the_bound_port(serve: Callable[[Scenario], FakeServer]
         assert client.data_socket is None
 
 
+def test_udp_late_and_repeated_datagrams_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    packets = make_packets(6)
+    client = mock_client(monkeypatch, MockSocket(replies=[OK], chunk=1 << 16))
+    port = free_udp_port()
+    assert client.start_streaming_data_udp("127.0.0.1", port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for n in (0, 2, 1, 2, 3, 5):  # 1 late, 2 again, 4 lost
+            sender.sendto(packets[n], ("127.0.0.1", port))
+    received = collect(client, 5)
+    assert [p.packet_number for p in received] == [0, 2, 1, 3, 5]  # the repeat is dropped
+    check_packet(received[2], 1)
+    sequence = client.sequence
+    assert (sequence.received, sequence.gaps, sequence.lost, sequence.reordered, sequence.duplicates) == (
+        5, 2, 1, 1, 1
+    )
+    assert sequence.describe() == "5 packets, 2 gaps (1 lost), 1 late, 1 repeated"
+
+
+def test_repeated_numbers_on_tcp_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    packets = make_packets(4)
+    data = MockSocket(inbound=[packets[0], packets[1], packets[1], packets[3]], chunk=1 << 16)
+    client = mock_streaming_client(monkeypatch, data)
+    assert [p.packet_number for p in collect(client, 3)] == [0, 1, 3]
+    assert (client.sequence.gaps, client.sequence.lost, client.sequence.duplicates) == (1, 1, 1)
+
+
 def test_udp_start_refused_closes_the_socket(serve: Callable[[Scenario], FakeServer]) -> None:
     udp_port = free_udp_port()
 
@@ -838,10 +864,10 @@ def test_lazy_exports_import_nothing_heavy_up_front() -> None:
 
 def test_lazy_exports_are_listed_and_unknown_names_fail() -> None:
     from tia import seed
-    from tia.client import control, data, errors, events, packet, recording_control, stream
+    from tia.client import control, data, errors, events, packet, recording_control, sequence, stream
 
     assert set(tia.__all__) == {"__version__", *blocking.__all__, *seed.__all__}
-    modules = (errors, blocking, packet, events, recording_control, control, data, stream)
+    modules = (errors, blocking, packet, events, recording_control, sequence, control, data, stream)
     assert set(tia.client.__all__) == {name for module in modules for name in module.__all__}
     for module in modules:
         for name in module.__all__:

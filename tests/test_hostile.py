@@ -510,11 +510,12 @@ class KeepaliveTests(HostileCase):
         for name, sock in sockets.items():
             self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1, name)
             if hasattr(socket, "TCP_KEEPIDLE"):
-                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 30, name)
-                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), 10, name)
-                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT), 3, name)
+                # [server] peer_timeout = 20 (the default): probes from 10 s, every 2 s, 4 of them
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 10, name)
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), 2, name)
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT), 4, name)
             if hasattr(socket, "TCP_USER_TIMEOUT"):
-                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), 60_000, name)
+                self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), 18_000, name)
         yield self.still_healthy(healthy)
 
 

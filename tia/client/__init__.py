@@ -6,6 +6,7 @@ Blocking, no Twisted import (the seed's API and txtia's extensions):
 - :mod:`tia.client.packet`: ``TiAPacket``
 - :mod:`tia.client.events`: ``post_event`` for a server's ``[events]`` endpoint
 - :mod:`tia.client.recording_control`: ``recording_request``, ``format_state``
+- :mod:`tia.client.sequence`: ``PacketSequence`` (gaps, late and repeated packets), ``Arrival``
 
 Twisted (Deferred API):
 
@@ -33,6 +34,7 @@ _EXPORTS = _LazyExports(
         "tia.client.packet",
         "tia.client.events",
         "tia.client.recording_control",
+        "tia.client.sequence",
         "tia.client.control",
         "tia.client.data",
         "tia.client.stream",
@@ -47,6 +49,7 @@ if _TYPE_CHECKING:
     from tia.client.events import *  # noqa: F403
     from tia.client.packet import *  # noqa: F403
     from tia.client.recording_control import *  # noqa: F403
+    from tia.client.sequence import *  # noqa: F403
     from tia.client.stream import *  # noqa: F403
 
 

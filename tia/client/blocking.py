@@ -5,7 +5,9 @@ argument order and boolean returns (``if not client.connect(): ...``). The
 wire is handled by the shared sans-IO core, so control replies and data
 packets may be split across reads at any byte, or arrive several per read.
 Packets come as :class:`~tia.client.packet.TiAPacket`. Beyond the seed:
-TLS, UDP, per-connection customization and txtia's recording control.
+TLS, UDP, per-connection customization, txtia's recording control, and the
+counts of gaps, late and repeated packets (``client.sequence``; a repeat is
+dropped, a late packet handed out and counted).
 
 Errors, in two kinds:
 
@@ -33,6 +35,7 @@ from typing import Any, NoReturn
 import tia.client.sockets as sockets
 from tia.client.errors import TiAError, TiAException
 from tia.client.packet import TiAPacket
+from tia.client.sequence import Arrival, PacketSequence
 from tia.client.tls import TLSSettings, secure_socket
 from tia.protocol.control import (
     GET_RECORDING_STATE,
@@ -49,7 +52,7 @@ from tia.protocol.control import (
 )
 from tia.protocol.custom import CustomSignalInfoError, CustomSpec, build_custom_xml
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
-from tia.protocol.packet import PacketError, PacketStreamDecoder, decode_packet, is_sample_major
+from tia.protocol.packet import DataPacket, PacketError, PacketStreamDecoder, decode_packet, is_sample_major
 
 __all__ = ["TLSSettings", "TiAClient", "TiAError", "TiAException", "TiAPacket"]
 
@@ -107,6 +110,8 @@ class TiAClient:
         self._streaming = False
         self._data_udp = False
         self._decoder = PacketStreamDecoder(sample_order=sample_order)
+        self.sequence = PacketSequence()
+        """The packet numbers of the current (or last) data connection: gaps, late and repeated packets."""
         self._data_closed = False
         self._data_failure: str | None = None
         self._pending_error: TiAError | None = None
@@ -248,6 +253,7 @@ class TiAClient:
             )
             return False
         self._reset_data(udp=False)
+        self.sequence = PacketSequence()
         self._streaming = True
         return True
 
@@ -264,6 +270,7 @@ class TiAClient:
             return False
         self.data_socket = sock
         self._reset_data(udp=True)
+        self.sequence = PacketSequence()
         try:
             started = self._start_transmission()
         except BaseException:
@@ -425,7 +432,7 @@ class TiAClient:
             self._close_data_socket()
             self._data_closed = True
             decoded = error.packets
-        return [TiAPacket.from_data_packet(packet) for packet in decoded]
+        return [TiAPacket.from_data_packet(packet) for packet in decoded if self._is_new(packet)]
 
     def _end_of_stream(self) -> None:
         self._data_closed = True
@@ -439,14 +446,16 @@ class TiAClient:
     def _get_datagrams(
         self, sock: socket.socket, deadline: float | None, limit: float | None
     ) -> list[TiAPacket]:
-        try:
-            sock.settimeout(sockets.remaining(deadline))
-            datagram = sock.recv(self.bufsize)
-        except TimeoutError:
-            raise TiAError(f"no data packet from {self._where()} within {limit} s") from None
-        except OSError as error:
-            raise TiAError(f"UDP receive failed: {sockets.describe(error)}") from None
-        packets = [self._decode_datagram(datagram)]
+        packets: list[TiAPacket] = []
+        while not packets:  # a repeated datagram is dropped: wait on for a new one
+            try:
+                sock.settimeout(sockets.remaining(deadline))
+                datagram = sock.recv(self.bufsize)
+            except TimeoutError:
+                raise TiAError(f"no data packet from {self._where()} within {limit} s") from None
+            except OSError as error:
+                raise TiAError(f"UDP receive failed: {sockets.describe(error)}") from None
+            packets.extend(self._decode_datagram(datagram))
         drained = 0
         while drained < MAX_DRAIN_BYTES:
             try:
@@ -459,17 +468,23 @@ class TiAClient:
                 break
             drained += len(datagram)
             try:
-                packets.append(self._decode_datagram(datagram))
+                packets.extend(self._decode_datagram(datagram))
             except TiAError as error:
                 self._pending_error = error
                 break
         return packets
 
-    def _decode_datagram(self, datagram: bytes) -> TiAPacket:
+    def _decode_datagram(self, datagram: bytes) -> list[TiAPacket]:
+        """The datagram's packet, or nothing if it is a repeat."""
         try:
-            return TiAPacket.from_data_packet(decode_packet(datagram, sample_order=self.sample_order))
+            packet = decode_packet(datagram, sample_order=self.sample_order)
         except PacketError as error:
             raise TiAError(f"malformed data datagram dropped: {error}") from None
+        return [TiAPacket.from_data_packet(packet)] if self._is_new(packet) else []
+
+    def _is_new(self, packet: DataPacket) -> bool:
+        """Counts ``packet`` in ``sequence``; False for a repeat, which is dropped."""
+        return self.sequence.check(packet.connection_number) is not Arrival.DUPLICATE
 
     # -- internals ----------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 ``TiATCPDataProtocol`` cuts a TCP stream into packets, ``TiAUDPDataProtocol``
 decodes one packet per datagram; both hand every packet to a callback and
-watch the connection packet numbers with a ``GapDetector``. Both read either
-sample order (``sample_order``, see ``tia.protocol.packet.SAMPLE_ORDERS``) and
-hand out (channels, block size) arrays.
+watch the connection packet numbers with a ``GapDetector`` (gaps, late
+packets, repeats: ``tia.client.sequence``), which drops repeats. Both read
+either sample order (``sample_order``, see ``tia.protocol.packet.SAMPLE_ORDERS``)
+and hand out (channels, block size) arrays.
 ``TiAServerStateProtocol`` reports what the server pushes on its state
 channel. A raising user callback is logged and never kills a connection.
 """
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tia.client.errors import TiAProtocolError
+from tia.client.sequence import Arrival, PacketSequence
 from tia.client.shims import TCPTransport, transport_of
 from tia.protocol.control import Command, ControlParser, ControlProtocolError
 from tia.protocol.packet import (
@@ -44,42 +46,42 @@ GapCallback = Callable[[int, int], object]
 StateCallback = Callable[[str], object]
 
 
-class GapDetector:
-    """Watches connection packet numbers, which count up by one per packet on a connection.
+class GapDetector(PacketSequence):
+    """A ``PacketSequence`` that logs and reports each irregular packet to ``onGap(expected, got)``.
 
-    The first packet sets the baseline (the reference server sends its global
-    packet id here, not 0). A jump reports ``onGap(expected, got)``; a late or
-    repeated datagram (``got < expected``) is reported too but does not move
-    the expectation back.
+    A jump reports the first number missing and the one received; a late
+    packet (``got < expected``, delivered out of order) and a repeated one
+    (``got < expected``, dropped) are reported too, and logged as such.
     """
 
     _log = Logger()
 
     def __init__(self, onGap: GapCallback | None = None) -> None:
+        super().__init__()
         self.on_gap = onGap
-        self.expected: int | None = None
-        self.gaps = 0
-        self.lost = 0
 
-    def check(self, number: int) -> None:
+    def check(self, number: int) -> Arrival:
         expected = self.expected
-        if expected is None or number == expected:
-            self.expected = number + 1
-            return
-        self.gaps += 1
-        if number > expected:
-            self.lost += number - expected
-            self.expected = number + 1
-        self._log.warn(
-            "data gap: expected connection packet {expected}, got {got}",
-            expected=expected,
-            got=number,
-        )
+        arrival = super().check(number)
+        if arrival is Arrival.NEXT:
+            return arrival
+        assert expected is not None
+        if arrival is Arrival.GAP:
+            self._log.warn(
+                "data gap: expected connection packet {expected}, got {got} ({count} missing)",
+                expected=expected, got=number, count=number - expected,
+            )
+        elif arrival is Arrival.LATE:
+            self._log.warn("connection packet {got} arrived late, after {last}: delivered out of order",
+                           got=number, last=expected - 1)
+        else:
+            self._log.warn("connection packet {got} arrived again: dropped", got=number)
         if self.on_gap is not None:
             try:
                 self.on_gap(expected, number)
             except Exception:
                 self._log.failure("onGap callback raised")
+        return arrival
 
 
 def deliver(log: Logger, on_packet: PacketCallback, packet: DataPacket) -> None:
@@ -133,8 +135,9 @@ class TiATCPDataProtocol(TwistedProtocol):
                 transport.loseConnection()
             packets = error.packets  # the valid packets before the bad one are still delivered
         for packet in packets:
+            if self.gaps.check(packet.connection_number) is Arrival.DUPLICATE:
+                continue
             self.packets_received += 1
-            self.gaps.check(packet.connection_number)
             deliver(self._log, self.on_packet, packet)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -196,8 +199,9 @@ class TiAUDPDataProtocol(DatagramProtocol):
             self.bad_datagrams += 1
             self._log.warn("dropping a bad datagram from {addr}: {error}", addr=addr, error=error)
             return
+        if self.gaps.check(packet.connection_number) is Arrival.DUPLICATE:
+            return
         self.packets_received += 1
-        self.gaps.check(packet.connection_number)
         deliver(self._log, self.on_packet, packet)
 
 

@@ -20,7 +20,13 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IProtocolFactory, IReactorTCP, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolFactory,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
@@ -38,6 +44,7 @@ from tia.client.data import (
     deliver,
 )
 from tia.client.errors import TiAClientError, TiAConnectionLost
+from tia.client.sequence import PacketSequence
 from tia.client.shims import Clock, Endpoint, ListeningPort, UDPReactor, transport_of
 from tia.client.tls import TLSSettings
 from tia.protocol.custom import CustomSpec
@@ -60,6 +67,8 @@ class _Session:
     started: bool = False
     ended: bool = False
     first_packet_seen: bool = False
+    last_packet: float = 0.0  # reactor time of the last packet (or of the start)
+    watchdog: IDelayedCall | None = None  # ends the session after data_timeout s without a packet
     closing: list[Deferred[None]] = field(default_factory=list)
 
 
@@ -97,6 +106,7 @@ class TiAStream:
         customize: CustomSpec | None = None,
         tls: TLSSettings | None = None,
         sample_order: str = "channel-major",
+        dataTimeout: float | None = 10.0,
     ) -> None:
         """``reactor`` must also provide ``IReactorTime`` and, for UDP, ``IReactorUDP``.
 
@@ -120,7 +130,11 @@ class TiAStream:
         how the server lays out each signal's samples (``channel-major``, the
         default and libtia's, or ``sample-major`` for a txtia server with
         ``[server] sample_order = sample-major``); packets carry (channels,
-        block size) arrays either way.
+        block size) arrays either way. ``dataTimeout``: a streaming session
+        without a packet for that many seconds (at least three packet periods)
+        is lost, as if its connections had closed: a server host or path that
+        vanished sends no FIN, so without it the stream would wait for ever;
+        None turns it off.
         """
         if transport not in ("TCP", "UDP"):
             raise ValueError(f"transport must be 'TCP' or 'UDP', not {transport!r}")
@@ -145,6 +159,7 @@ class TiAStream:
         self.custom_signal_info = customSignalInfo
         self.customize = customize
         self.sample_order = sample_order
+        self.data_timeout = dataTimeout
         self._policy = retryPolicy or backoffPolicy()
 
         self.metainfo: MetaInfo | None = None
@@ -152,6 +167,8 @@ class TiAStream:
         self.reconnections = 0
         self.ticks_lost = 0
         """Packets (server ticks) lost across reconnections so far, when known."""
+        self.sequence: PacketSequence | None = None
+        """The packet numbers of the current (or last) data connection: gaps, late and repeated packets."""
 
         self._session: _Session | None = None
         self._service: ClientService | None = None
@@ -268,11 +285,13 @@ class TiAStream:
 
         if self.transport == "TCP":
             data = TiATCPDataProtocol(on_packet, self.on_gap, sample_order=self.sample_order)
+            self.sequence = data.gaps
             await self._connect_tcp(host, port, data)
             session.tcp_data = data
             data.whenClosed().addBoth(lambda result: self._data_lost(session, result))
         else:
             udp = TiAUDPDataProtocol(on_packet, self.on_gap, sample_order=self.sample_order)
+            self.sequence = udp.gaps
             session.udp_data = udp
             session.udp_port = cast(UDPReactor, self._reactor).listenUDP(
                 port, udp, interface=self.udp_interface, maxPacketSize=UDP_MAX_PACKET_SIZE
@@ -300,6 +319,8 @@ class TiAStream:
 
     def _set_up_done(self, session: _Session, metainfo: MetaInfo) -> None:
         self._failed_sessions = 0
+        session.last_packet = cast(Clock, self._clock).seconds()
+        self._watch(session)
         if self.metainfo is not None and self.metainfo != metainfo:
             self._log.warn("the server's metainfo changed across the reconnection")
         self.metainfo = metainfo
@@ -335,7 +356,7 @@ class TiAStream:
                 self._awaiting_resume = False
                 self._report_resume(session, packet, now)
         self._last_packet_id = packet.packet_id
-        self._last_packet_time = now
+        self._last_packet_time = session.last_packet = now
         if self.on_packet is not None:
             deliver(self._log, self.on_packet, packet)
 
@@ -358,6 +379,20 @@ class TiAStream:
                 self.on_reconnect(seconds)
             except Exception:
                 self._log.failure("onReconnect callback raised")
+
+    def _watch(self, session: _Session) -> None:
+        """The data watchdog: a streaming session silent for ``data_timeout`` s is lost."""
+        session.watchdog = None
+        if self.data_timeout is None or session.ended or session.metainfo is None:
+            return
+        metainfo = session.metainfo
+        limit = max(self.data_timeout, 3 * metainfo.master_block_size / metainfo.master_sampling_rate)
+        due = session.last_packet + limit - self._clock.seconds()
+        if due > 0:
+            session.watchdog = self._clock.callLater(due, self._watch, session)
+            return
+        self._log.warn("no data from the TiA server for {seconds:g} s", seconds=limit)
+        self._session_lost(session, Failure(TiAConnectionLost(f"no data for {limit:g} s")))
 
     def _data_lost(self, session: _Session, result: Failure | None) -> None:
         if session.ended:
@@ -393,6 +428,9 @@ class TiAStream:
         session.ended = True
         if self._session is session:
             self._session = None
+        if session.watchdog is not None and session.watchdog.active():
+            session.watchdog.cancel()
+        session.watchdog = None
         if session.tcp_data is not None:
             session.closing.append(session.tcp_data.close())
         if session.udp_port is not None:

@@ -24,6 +24,7 @@ from tia.config.features import (
 from tia.config.loader import load_config, parse_config, validate
 from tia.config.model import (
     DEFAULT_CONTROL,
+    DEFAULT_PEER_TIMEOUT,
     LSLOutletConfig,
     Network,
     RecordingConfig,
@@ -37,6 +38,7 @@ from tia.config.sources import GENERIC_SOURCE_KEYS, SIGNAL_FORMS, SOURCE_PREFIX,
 
 __all__ = [
     "DEFAULT_CONTROL",
+    "DEFAULT_PEER_TIMEOUT",
     "EVENT_ENDPOINT_KINDS",
     "GENERIC_SOURCE_KEYS",
     "PATTERN_FIELDS",

@@ -14,6 +14,7 @@ from tia.protocol.metainfo import Subject
 from tia.sources.base import SourceSpec
 
 DEFAULT_CONTROL = "tcp:9000:interface=127.0.0.1"
+DEFAULT_PEER_TIMEOUT = 20  # seconds; [server] peer_timeout
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -80,6 +81,7 @@ class ServerConfig:
     web_endpoint: str | None = None  # [web] endpoint or --web: the live monitor (tia.web), off by default
     # defences against hostile or broken peers (tia.server.guard); 0 switches a limit off
     idle_timeout: float = 60.0  # seconds a control connection without data connection may stay silent
+    peer_timeout: int = DEFAULT_PEER_TIMEOUT  # seconds a peer that stopped answering keeps its connections
     max_connections: int = 64  # control connections at once (and server-state connections)
     max_connections_per_host: int = 0  # the same, from one peer address
     allow: tuple[Network, ...] = ()  # client networks allowed to connect; empty: everyone

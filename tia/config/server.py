@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tia.config.extras import missing_extra
-from tia.config.model import DEFAULT_CONTROL, Network, ServerConfig, TLSConfig, UDPConfig
+from tia.config.model import DEFAULT_CONTROL, DEFAULT_PEER_TIMEOUT, Network, ServerConfig, TLSConfig, UDPConfig
 from tia.config.reader import ConfigError, Section
 from tia.protocol.metainfo import Subject
 from tia.protocol.packet import SAMPLE_ORDERS
@@ -25,6 +25,7 @@ class ServerKeys(NamedTuple):
     max_line_length: int
     max_content_length: int
     idle_timeout: float
+    peer_timeout: int
     max_connections: int
     max_connections_per_host: int
     allow: tuple[Network, ...]
@@ -42,6 +43,7 @@ def parse_server(section: Section) -> ServerKeys:
         max_line_length=section.integer("max_line_length", 1024, 64, 1 << 20),
         max_content_length=section.integer("max_content_length", 1 << 20, 1024, 64 << 20),
         idle_timeout=_idle_timeout(section),
+        peer_timeout=section.integer("peer_timeout", DEFAULT_PEER_TIMEOUT, 3, 86_400),
         max_connections=section.integer("max_connections", 64, 0, 100_000),
         max_connections_per_host=section.integer("max_connections_per_host", 0, 0, 100_000),
         allow=_allow(section),

@@ -172,7 +172,7 @@ class ServerControlProtocol(LineReceiver):
         self.peer = f"{self.peer_host}:{port}" if port is not None else self.peer_host
         self.local_host = getattr(local, "host", "127.0.0.1")
         self.sessions.add(self)
-        harden_tcp(self.transport)
+        harden_tcp(self.transport, self.guard.peer_timeout)  # a vanished client is dropped within it
         # Replies wait in Twisted's buffer while the peer does not read; past its
         # bufferSize we are paused and stop reading the peer's requests in turn.
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -31,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tia.config import DEFAULT_PEER_TIMEOUT
 from tia.protocol.packet import FIXED_HEADER_SIZE, encode_header
 from tia.server.custom import CustomStreams
 from tia.server.fastpath import DirectWriter
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 _refusals = RateLimitedLog(log)  # port scans and strangers must not flood the log
+_lost = RateLimitedLog(log)  # nor a client on a flaky link, losing its connection every minute
 
 # Seconds a closing data connection may take to hand over what is buffered (at most the
 # backlog) before it is reset: a client that stopped reading would hold it open for ever.
@@ -55,9 +58,15 @@ CLOSE_GRACE_SECONDS = 10.0
 class TCPDataProtocol(Protocol):
     """One client's TCP data connection."""
 
-    def __init__(self, backlog_bytes: int, on_lost: Callable[[TCPDataProtocol], None]) -> None:
+    def __init__(
+        self,
+        backlog_bytes: int,
+        on_lost: Callable[[TCPDataProtocol], None],
+        peer_timeout: int = DEFAULT_PEER_TIMEOUT,
+    ) -> None:
         self.backlog_bytes = backlog_bytes
         self._on_lost = on_lost
+        self.peer_timeout = peer_timeout
         self.packets = 0
         self.dropped = 0
         self.paused = False
@@ -71,7 +80,7 @@ class TCPDataProtocol(Protocol):
         assert self.transport is not None
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
-            harden_tcp(self.transport)  # a vanished client is dropped, not streamed into for hours
+            harden_tcp(self.transport, self.peer_timeout)  # a vanished client is dropped within it
         self._writer = DirectWriter.for_transport(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
@@ -164,6 +173,12 @@ class TCPDataProtocol(Protocol):
         if self._abort_timer is not None and self._abort_timer.active():
             self._abort_timer.cancel()
         self._abort_timer = None
+        if reason is not None and reason.check(ConnectionLost) and not reason.check(ConnectionAborted):
+            # not closed by either side: the kernel gave up (harden_tcp's timers) or the peer reset
+            _lost.emit(
+                self.peer.rpartition(":")[0], "data client {peer} is gone (no answer for {timeout} s, or a reset): "
+                "closed after {packets} packets", peer=self.peer, timeout=self.peer_timeout, packets=self.packets,
+            )
         self._on_lost(self)
 
 
@@ -182,9 +197,11 @@ class TCPDataListener(ServerFactory):
         backlog_bytes: int,
         on_connected: Callable[[TCPDataProtocol], None],
         on_lost: Callable[[TCPDataProtocol], None],
+        peer_timeout: int = DEFAULT_PEER_TIMEOUT,
     ) -> None:
         self.peer_host = peer_host
         self.backlog_bytes = backlog_bytes
+        self.peer_timeout = peer_timeout
         self._on_connected = on_connected
         self._on_lost = on_lost
         self.port: IListeningPort | None = None
@@ -211,7 +228,7 @@ class TCPDataListener(ServerFactory):
 
 class _ConnectedTCPDataProtocol(TCPDataProtocol):
     def __init__(self, listener: TCPDataListener) -> None:
-        super().__init__(listener.backlog_bytes, listener._on_lost)
+        super().__init__(listener.backlog_bytes, listener._on_lost, listener.peer_timeout)
         self._listener = listener
 
     def connectionMade(self) -> None:
@@ -304,8 +321,10 @@ class DataChannels:
         udp: UDPConfig,
         backlog_bytes: int,
         tls: ServerTLS | None = None,
+        peer_timeout: int = DEFAULT_PEER_TIMEOUT,
     ) -> None:
         self.hub = hub
+        self.peer_timeout = peer_timeout
         self.reactor = reactor
         self.udp = udp
         self.backlog_bytes = backlog_bytes
@@ -349,7 +368,7 @@ class DataChannels:
         on_lost: Callable[[TCPDataProtocol], None],
     ) -> TCPDataListener:
         """A one-shot port on ``local_host`` for ``peer_host``'s data connection (``.port``: listening)."""
-        listener = TCPDataListener(peer_host, self.backlog_bytes, on_connected, on_lost)
+        listener = TCPDataListener(peer_host, self.backlog_bytes, on_connected, on_lost, self.peer_timeout)
         listening: ServerFactory = listener if self.tls is None else self.tls.wrap(listener, "data")
         tcp_reactor: IReactorTCP = self.reactor
         listener.port = tcp_reactor.listenTCP(0, listening, interface=local_host)

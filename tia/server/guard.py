@@ -5,10 +5,10 @@ and never disturb the healthy clients. This module holds the small pieces
 the channels share: a log that says a repeated event once and then only a
 count (``RateLimitedLog``), the client-network allow-list and the
 connection limits, overall and per host (``ConnectionGuard``), a
-per-connection request budget (``RequestBudget``), TCP keepalive for
-half-open connections (``harden_tcp``, which also reaches beneath a TLS
-layer), and the start-up warning about a control port reachable from beyond
-this machine (``exposure_warning``).
+per-connection request budget (``RequestBudget``), the timers that close
+the connections of a vanished peer (``harden_tcp``, which also reaches
+beneath a TLS layer), and the start-up warning about a control port
+reachable from beyond this machine (``exposure_warning``).
 """
 
 from __future__ import annotations
@@ -18,26 +18,18 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.interfaces import IAddress, INegotiated, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
 
-from tia.config import Network
+from tia.config import DEFAULT_PEER_TIMEOUT, Network
 from tia.protocol.control import build_error
 
 log = Logger()
 
-
-# Half-open connections (the peer vanished: cable, suspend, crash): the first probe after
-# KEEPALIVE_IDLE s of silence, then every KEEPALIVE_INTERVAL s, KEEPALIVE_COUNT misses close
-# it. Unacknowledged data (a vanished streaming client) gives up after USER_TIMEOUT s.
-KEEPALIVE_IDLE = 30
-KEEPALIVE_INTERVAL = 10
-KEEPALIVE_COUNT = 3
-USER_TIMEOUT_MS = 60_000
 
 SUMMARY_SECONDS = 60.0
 MAX_KEYS = 1024
@@ -97,14 +89,20 @@ def host_allowed(host: str | None, networks: Sequence[Network]) -> bool:
 
 
 class ConnectionGuard:
-    """The allow-list of client networks and the connection limits, with their logs."""
+    """The allow-list of client networks, the connection limits with their logs, and how long a
+    silent peer keeps its connections (``peer_timeout``, for ``harden_tcp``)."""
 
     def __init__(
-        self, networks: Sequence[Network] = (), max_connections: int = 0, max_per_host: int = 0
+        self,
+        networks: Sequence[Network] = (),
+        max_connections: int = 0,
+        max_per_host: int = 0,
+        peer_timeout: int = DEFAULT_PEER_TIMEOUT,
     ) -> None:
         self.networks = tuple(networks)
         self.max_connections = max_connections
         self.max_per_host = max_per_host
+        self.peer_timeout = peer_timeout
         self.log = RateLimitedLog(log)
         self.refused = 0
 
@@ -204,11 +202,43 @@ def is_tls(transport: object) -> bool:
     return INegotiated.providedBy(transport)
 
 
-def harden_tcp(transport: object) -> None:
-    """TCP keepalive with short timers, so a peer that vanished is noticed within about a minute.
+class PeerTimers(NamedTuple):
+    """The kernel's timers that make a vanished peer's connection fail (``keepalive_timers``)."""
 
-    Linux's default waits two hours before the first probe, longer than a
-    session; without it a half-open connection holds its port and state.
+    idle: int  # seconds of silence before the first keepalive probe
+    interval: int  # seconds between probes
+    probes: int  # unanswered probes that close the connection
+    user_timeout_ms: int  # how long sent data may stay unacknowledged
+
+
+def keepalive_timers(peer_timeout: int) -> PeerTimers:
+    """Timers that close the connection of a peer silent for ``peer_timeout`` seconds, a little early.
+
+    A vanished peer (cable pulled, laptop suspended, Wi-Fi gone) sends
+    neither a FIN nor a reset. A connection that carries our data notices it
+    through ``TCP_USER_TIMEOUT`` (data unacknowledged that long); a quiet one
+    (control, server-state) through keepalive: the first probe after about
+    half the time, then probes so that the last lands at the end. On Linux the
+    user timeout also bounds keepalive. The timers end a tenth (at least a
+    second) before ``peer_timeout``: the kernel runs timers this long up to a
+    quarter of a second late, and the reactor needs a moment to close.
+    """
+    budget = max(2, peer_timeout - max(1, peer_timeout // 10))
+    rest = budget - budget // 2
+    interval = max(1, round(rest / 5))
+    probes = max(1, rest // interval)
+    idle = budget - interval * probes  # at least half the budget
+    return PeerTimers(idle, interval, probes, budget * 1000)
+
+
+def harden_tcp(transport: object, peer_timeout: int = DEFAULT_PEER_TIMEOUT) -> None:
+    """Keepalive and a user timeout, so that a peer that vanished is closed within ``peer_timeout`` s.
+
+    Linux's defaults wait two hours before the first probe and retransmit
+    unacknowledged data for about fifteen minutes: a half-open connection
+    would hold its state, its port and its ``max_connections`` slot that
+    long. A peer that is alive but does not read for ``peer_timeout`` s
+    (zero window) is closed too: the kernel cannot tell the two apart.
     """
     if not ITCPTransport.providedBy(transport):
         return
@@ -216,11 +246,12 @@ def harden_tcp(transport: object) -> None:
     sock: socket.socket | None = getattr(transport, "socket", None)
     if sock is None:
         return
+    timers = keepalive_timers(peer_timeout)
     for name, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+        ("TCP_KEEPIDLE", timers.idle),
+        ("TCP_KEEPINTVL", timers.interval),
+        ("TCP_KEEPCNT", timers.probes),
+        ("TCP_USER_TIMEOUT", timers.user_timeout_ms),
     ):
         option = getattr(socket, name, None)
         if option is None:

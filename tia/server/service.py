@@ -31,6 +31,7 @@ from tia.server.events import events_factory
 from tia.server.guard import ConnectionGuard, exposure_warning
 from tia.server.hub import StreamHub
 from tia.server.listener import Listener
+from tia.server.mtu import warn_if_fragmented
 from tia.server.state import ServerStateChannel
 from tia.server.status import ServerStatus, SignalStatus
 from tia.sources import build_source
@@ -79,7 +80,9 @@ class TiAService(MultiService):
         if clock is None:
             clock = self._own_clock = best_clock(reactor)
         self.clock = MasterClock(self.hub.packet_rate, self.hub.run, clock, config.stall_policy)
-        self.guard = ConnectionGuard(config.allow, config.max_connections, config.max_connections_per_host)
+        self.guard = ConnectionGuard(
+            config.allow, config.max_connections, config.max_connections_per_host, config.peer_timeout
+        )
         self.tls: ServerTLS | None = None  # [server] tls_*: every client-facing TCP port wrapped
         if config.tls is not None:
             from tia.server.tls import ServerTLS
@@ -87,7 +90,7 @@ class TiAService(MultiService):
             self.tls = ServerTLS(config.tls, reactor, self.guard, config.path)
         per_second = float(self.hub.packet_rate) * self.hub.max_packet_size
         backlog_bytes = max(int(config.backlog_seconds * per_second), 2 * self.hub.max_packet_size)
-        self.data = DataChannels(self.hub, reactor, config.udp, backlog_bytes, self.tls)
+        self.data = DataChannels(self.hub, reactor, config.udp, backlog_bytes, self.tls, config.peer_timeout)
         self.state = ServerStateChannel(reactor, self.guard, self.tls)
         self.commands = ControlCommands()  # extensions of the control channel register here
         self.commands.register(GET_SERVER_STATUS, self._server_status_reply)
@@ -179,6 +182,8 @@ class TiAService(MultiService):
         except Exception:
             self._close_listeners()
             raise
+        if self.data.udp_sender is not None:
+            warn_if_fragmented(self.hub.max_packet_size, self.config.udp)
         super().startService()  # children (sinks) subscribe before the first tick
         self._started_at = time.monotonic()
         self.clock.start()

@@ -33,7 +33,7 @@ class ServerStateProtocol(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        harden_tcp(self.transport)  # a vanished listener is noticed and dropped
+        harden_tcp(self.transport, self.channel.guard.peer_timeout)  # a vanished listener is dropped
         self.host = getattr(self.transport.getPeer(), "host", None)
         self.channel.clients.add(self)
         self.transport.write(SERVER_STATE_RUNNING)
