@@ -330,6 +330,9 @@ class SlowClientTests(SocketTestCase):
         # memory held for it stays bounded: Twisted's buffer + at most the configured backlog
         buffered = len(server_side.transport.dataBuffer) + sum(map(len, server_side.transport._tempDataBuffer))
         self.assertLess(buffered, server_side.backlog_bytes + 2 * 64 * 1024)
+        # and the kernel's send buffer does not add seconds of its own: it has its share of the backlog
+        kernel = server_side.transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        self.assertLessEqual(kernel + server_side.paused_limit, server_side.backlog_bytes + 4608)
         yield self.assert_exact_while_another_drops(healthy, slow, 256, 8)
 
 

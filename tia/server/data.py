@@ -65,6 +65,7 @@ class TCPDataProtocol(Protocol):
         peer_timeout: int = DEFAULT_PEER_TIMEOUT,
     ) -> None:
         self.backlog_bytes = backlog_bytes
+        self.paused_limit = backlog_bytes  # what Twisted may hold while paused: the backlog less the kernel's share
         self._on_lost = on_lost
         self.peer_timeout = peer_timeout
         self.packets = 0
@@ -81,10 +82,30 @@ class TCPDataProtocol(Protocol):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             harden_tcp(self.transport, self.peer_timeout)  # a vanished client is dropped within it
+        self._bound_kernel_buffer()
         self._writer = DirectWriter.for_transport(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         peer = self.transport.getPeer()
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+    def _bound_kernel_buffer(self) -> None:
+        """Make ``backlog`` what a slow client lags at most: the kernel and Twisted share it.
+
+        Left alone, Linux grows a socket's send buffer by itself up to 4 MiB:
+        seconds of a stream a client could lag before the backlog even began
+        to count. So half the backlog goes to the kernel (it doubles what is
+        asked, up to twice ``net.core.wmem_max``) and the rest, as the kernel
+        granted it, is what Twisted may hold while the client does not read.
+        """
+        sock: socket.socket | None = getattr(self.transport, "socket", None)
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(1, self.backlog_bytes // 4))
+            granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+        except OSError:
+            return
+        self.paused_limit = max(self.backlog_bytes - granted, self.backlog_bytes // 2)
 
     @property
     def writes_directly(self) -> bool:
@@ -115,7 +136,7 @@ class TCPDataProtocol(Protocol):
         body = tick.body
         if self.paused:
             size = FIXED_HEADER_SIZE + len(body)
-            if self._paused_bytes + size > self.backlog_bytes:
+            if self._paused_bytes + size > self.paused_limit:
                 self.dropped += 1
                 if not self._dropped_this_pause:
                     log.warn(
