@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from support import config_from_text, start_daemon
 from test_cli import read_line
-from test_recording_server import scratch, ticks
+from test_recording_server import LogCapture, scratch, ticks
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
@@ -38,6 +38,7 @@ from tia.protocol.signals import by_name
 from tia.recording.bids import BIDSRun, next_run, write_bids_run
 from tia.recording.journal import convert_raw, sidecar, write_json
 from tia.recording.recorder import Recorder, RecordingError
+from tia.recording.service import missing_writer
 from tia.server.hub import StreamHub
 from tia.sources import build_source
 
@@ -418,6 +419,7 @@ def test_without_mne_bids_one_line_names_the_extra(
         server_config(enabled="on", formats="bids", bids_root="study", task=TASK)
     assert str(raised.value) == "lab.ini [recording] formats: recording BIDS needs mne-bids: pip install 'txtia[bids]'"
     server_config(enabled="off", formats="bids", bids_root="study", task=TASK)  # checked when it is used
+    assert missing_writer(("bids", "raw")) == "recording BIDS needs mne-bids: pip install 'txtia[bids]'"
 
 
 # ---------------------------------------------------------------- [recording] formats = bids
@@ -480,3 +482,21 @@ class ServerRecordingTests(unittest.TestCase):
         check_run(root, 2)
         self.assertEqual(manager.last.files[0], run_files(root, 2)["eeg.bdf"])
         self.assertEqual(list((directory / "recordings").iterdir()), [])  # no raw: the journals are gone
+
+    @inlineCallbacks
+    def test_a_run_that_cannot_join_the_dataset_keeps_its_journal_and_says_how_to_convert_it(self) -> Any:
+        directory = scratch(self)
+        (directory / "a-file").write_bytes(b"")
+        log = LogCapture(self)
+        service = build_service(server_config(
+            enabled="on", formats="bids", directory=str(directory / "recordings"),
+            bids_root=str(directory / "a-file" / "study"), task=TASK, session="2"))
+        service.startService()
+        self.addCleanup(lambda: service.stopService() if service.running else None)
+        yield ticks(service, 20)
+        yield service.stopService()
+        (raw,) = (directory / "recordings").glob("*.tia")
+        (line,) = log.find("error", "cannot write a BIDS run")
+        self.assertIn("Not a directory", line)
+        self.assertIn(f"the raw recording {raw} is kept (convert it later with: tia convert {raw} --bids "
+                      f"{directory / 'a-file' / 'study'} --subject {SUBJECT} --task {TASK} --session 2)", line)
