@@ -276,13 +276,13 @@ def test_edf_data_and_gaps_annotated_in_events_tsv(tmp_path: Path) -> None:
 
 
 def test_events_of_several_channels_keep_their_label_code_and_signal(tmp_path: Path) -> None:
-    """Two buttons sharing codes: trial_type is the channel, value the code, as TiA sent them."""
+    """Two buttons sharing codes: trial_type is the channel, value the code, as TiA sent it (float32, exactly)."""
     meta = MetaInfo(100.0, 1, (
         SignalInfo(by_name("eeg"), 100.0, 1, ("Cz",)),
         SignalInfo(by_name("button"), 100.0, 1, ("left", "right")),
     ))
     recorder = Recorder(meta)
-    for packet_id, (left, right) in enumerate([(0, 0), (1, 0), (1, 1), (0, 0.5)]):
+    for packet_id, (left, right) in enumerate([(0, 0), (1, 0), (1, 1), (0, 1234567)]):
         recorder.feed(DataPacket(packet_id, packet_id, 0, 0x41, {
             0x1: np.array([[packet_id]], np.float32), 0x40: np.array([[left], [right]], np.float32)}))
     root = tmp_path / "study"
@@ -290,11 +290,11 @@ def test_events_of_several_channels_keep_their_label_code_and_signal(tmp_path: P
     events = tsv(run_files(root, 1)["events.tsv"])
     assert [(e["onset"], e["trial_type"], e["value"], e["signal"]) for e in events] == [
         ("0.00", "left", "0", "button"), ("0.00", "right", "0", "button"), ("0.01", "left", "1", "button"),
-        ("0.02", "right", "1", "button"), ("0.03", "left", "0", "button"), ("0.03", "right", "0.5", "button"),
+        ("0.02", "right", "1", "button"), ("0.03", "left", "0", "button"), ("0.03", "right", "1234567", "button"),
     ]
     validate(root)
     raw = read_back(root, 1)
-    assert list(raw.annotations.description) == ["left/0", "right/0", "left/1", "right/1", "left/0", "right/0.5"]
+    assert list(raw.annotations.description) == ["left/0", "right/0", "left/1", "right/1", "left/0", "right/1234567"]
 
 
 def test_labels_that_bids_cannot_name_are_one_line_each(tmp_path: Path) -> None:

@@ -246,7 +246,7 @@ def _complete_channels(path: Path, recorder: Recorder) -> None:
     units, rates = header.index("units"), header.index("sampling_frequency")
     for row, (signal, unit) in zip(body, channels, strict=True):
         row[units] = _BIDS_UNITS.get(unit, unit) or "n/a"
-        row[rates] = f"{float(exact_rate(signal.sampling_rate)):g}"
+        row[rates] = f"{float(exact_rate(signal.sampling_rate)):.10g}"
     _write_tsv(path, header, body, replace=True)
 
 
@@ -274,7 +274,7 @@ def _write_events(path: Path, recorder: Recorder, file_rate: float) -> None:
         return onset, [seconds % onset, seconds % duration, kind, value, str(round(onset * Fraction(file_rate))),
                        signal]
 
-    rows = [row(Fraction(e.sample) / rate, Fraction(0), e.label, f"{e.value:g}", e.signal) for e in recorder.events]
+    rows = [row(Fraction(e.sample) / rate, Fraction(0), e.label, f"{e.value:.9g}", e.signal) for e in recorder.events]
     rows += [row((gap.packet_id - first) * period, gap.count * period, _GAP, "n/a", gap.signal or "n/a")
              for gap in recorder.gaps]
     rows.sort(key=lambda item: item[0])

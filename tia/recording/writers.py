@@ -196,7 +196,7 @@ def _annotations(recorder: Recorder, annotation: Any, padding: int) -> list[Any]
     rate = recorder.master_rate
     period = recorder.packet_period
     result = [
-        annotation(float(Fraction(e.sample) / rate), None, f"{e.label}={e.value:g}")
+        annotation(float(Fraction(e.sample) / rate), None, f"{e.label}={e.value:.9g}")
         for e in recorder.events
     ]
     for gap in recorder.gaps:
