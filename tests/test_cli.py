@@ -444,7 +444,8 @@ def test_record_edf_bdf(
     code, _, err = run(capsys, "record", ramp_server, "-o", str(path), "--seconds", "1")
     assert code == 0, err
     document = edfio.read_edf(path) if suffix == ".edf" else edfio.read_bdf(path)
-    assert document.labels == ("eeg1", "eeg2", "eeg3", "eeg4", "bp1")
+    assert document.labels == ("EEG eeg1", "EEG eeg2", "EEG eeg3", "EEG eeg4", "MISC bp1")
+    assert [s.transducer_type for s in document.signals] == ["TiA eeg"] * 4 + ["TiA bp"]
     assert [s.sampling_frequency for s in document.signals] == [1000.0] * 4 + [100.0]
     assert [s.physical_dimension for s in document.signals] == ["uV"] * 4 + ["mmHg"]
     assert document.duration == 1.0
@@ -489,7 +490,7 @@ def test_record_events(
     code, _, err = run(capsys, "record", event_server, "-o", str(edf), "--seconds", "1")
     assert code == 0, err
     document = edfio.read_edf(edf)
-    assert document.labels == ("Fp1", "Fp2", "Cz")
+    assert document.labels == ("EEG Fp1", "EEG Fp2", "EEG Cz")
     annotations = document.annotations
     assert 4 <= len(annotations) <= 6
     assert {a.text for a in annotations} == {"trigger=5", "trigger=6"}
@@ -514,8 +515,9 @@ def test_record_edf_opens_in_mne(
     path = tmp_path / "events.bdf"
     code, _, err = run(capsys, "record", event_server, "-o", str(path), "--seconds", "1")
     assert code == 0, err
-    raw = mne.io.read_raw_bdf(path, preload=True, verbose="error")
+    raw = mne.io.read_raw_bdf(path, preload=True, infer_types=True, verbose="error")
     assert raw.ch_names == ["Fp1", "Fp2", "Cz"]
+    assert raw.get_channel_types() == ["eeg"] * 3
     assert raw.info["sfreq"] == 1000.0
     data = raw.get_data()  # volts: the file says uV
     assert 1e-3 <= data[0].min() and data[0].max() < 2e-3
@@ -587,7 +589,7 @@ def test_recorder_gaps_become_nan_and_are_reported(tmp_path: Path) -> None:
     edf = tmp_path / "gaps.edf"
     write_recording(recorder, edf)
     document = edfio.read_edf(edf)
-    assert document.labels == ("C3", "eeg2", "BP")
+    assert document.labels == ("EEG C3", "EEG eeg2", "MISC BP")
     skips = [(a.onset, a.duration, a.text) for a in document.annotations]
     assert skips == [
         (0.04, 0.04, "BAD_ACQ_SKIP"),

@@ -108,7 +108,7 @@ def test_kill_9_leaves_a_readable_journal_up_to_the_last_flush(tmp_path: Path) -
     output = tmp_path / "recovered.edf"
     assert cli.main(["convert", str(raw), "-o", str(output)]) == 0
     document = edfio.read_edf(output)
-    assert document.labels == tuple(f"eeg{c}" for c in range(1, CHANNELS + 1))
+    assert document.labels == tuple(f"EEG eeg{c}" for c in range(1, CHANNELS + 1))
     assert document.signals[0].sampling_frequency == pytest.approx(RATE)
     count = len(packets) * BLOCK
     expected = np.array(ramp_values(CHANNELS, 0, count))

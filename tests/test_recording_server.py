@@ -250,7 +250,7 @@ class RecordingTestCase(unittest.TestCase):
         ]
         for suffix, reader, step in readers:
             document = reader(files[suffix])
-            self.assertEqual(document.labels, tuple(f"eeg{c}" for c in range(1, CHANNELS + 1)))
+            self.assertEqual(document.labels, tuple(f"EEG eeg{c}" for c in range(1, CHANNELS + 1)))
             for channel, signal in enumerate(document.signals):
                 self.assertAlmostEqual(signal.sampling_frequency, RATE, places=6)
                 self.assertEqual(signal.physical_dimension, "uV")
@@ -524,7 +524,7 @@ class RecordingTestCase(unittest.TestCase):
         output = self.directory / "converted.edf"
         self.assertEqual(cli.main(["convert", str(raw), "-o", str(output)]), 0)
         document = edfio.read_edf(output)
-        self.assertEqual(document.signals[0].label, "eeg1")
+        self.assertEqual(document.signals[0].label, "EEG eeg1")
         self.assertAlmostEqual(document.signals[0].data[0], 1000.0, places=1)
         self.assertEqual(cli.main(["convert", str(raw.with_suffix("")), "-o", str(output)]), 2)
         self.assertEqual(cli.main(["convert", str(raw.with_suffix(".json")), "-o", str(output), "-f"]), 0)
@@ -539,8 +539,9 @@ class RecordingTestCase(unittest.TestCase):
         service = self.start(enabled="on", formats="bdf")
         yield ticks(service, 60)
         yield service.stopService()
-        raw = mne.io.read_raw_bdf(next(self.directory.glob("*.bdf")), preload=True, verbose="error")
+        raw = mne.io.read_raw_bdf(next(self.directory.glob("*.bdf")), preload=True, infer_types=True, verbose="error")
         self.assertEqual(raw.ch_names, [f"eeg{c}" for c in range(1, CHANNELS + 1)])
+        self.assertEqual(raw.get_channel_types(), ["eeg"] * CHANNELS)
         self.assertEqual(raw.info["sfreq"], RATE)
         self.assertAlmostEqual(raw.get_data()[0][0], 1000e-6, places=9)  # uV, read as volts
         onsets = [o for o, d in zip(raw.annotations.onset, raw.annotations.description, strict=True)

@@ -20,6 +20,7 @@ from tia.client.sockets import host_port
 from tia.client.tls import TLSSettings
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import SAMPLE_ORDERS
+from tia.recording.bids import BIDSRun, bids_label, check_run_free, missing_bids
 from tia.recording.recorder import RecordingError
 from tia.recording.writers import check_writable
 
@@ -200,3 +201,40 @@ def output_path(name: str, force: bool) -> Path:
     if output.exists() and not force:
         raise UsageError(f"{output} exists; use --force to overwrite it")
     return output
+
+
+BIDS_OPTIONS = {"--subject": "subject", "--task": "task", "--session": "session", "--run": "run",
+                "--format": "bids_format", "--line-freq": "line_freq"}
+
+
+def bids_run(args: argparse.Namespace) -> BIDSRun | None:
+    """The BIDS run ``--bids ROOT`` and its options name (None without ``--bids``), checked before
+    anything is recorded or read: mne-bids installed, labels, a given run not taken."""
+    given = {option: getattr(args, name) for option, name in BIDS_OPTIONS.items()}
+    if args.bids is None:
+        extra = [option for option, value in given.items() if value is not None]
+        if extra:
+            raise UsageError(f"{extra[0]} goes with --bids ROOT")
+        return None
+    if args.force:
+        raise UsageError("--force does not go with --bids: nothing in a BIDS dataset is ever overwritten")
+    missing = missing_bids()
+    if missing is not None:
+        raise UsageError(missing)
+    for option, entity in (("--subject", "subject"), ("--task", "task"), ("--session", "session")):
+        if given[option] is None and entity != "session":
+            raise UsageError(f"--bids needs {option}")
+        if given[option] is not None:
+            try:
+                bids_label(given[option], entity)
+            except RecordingError as error:
+                raise UsageError(f"{option}: {error}") from None
+    root = Path(args.bids)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--bids: {root} is not a directory")
+    target = BIDSRun(root, args.subject, args.task, args.session, args.run, args.bids_format or "bdf", args.line_freq)
+    try:
+        check_run_free(target)
+    except RecordingError as error:
+        raise UsageError(f"--run: {error}") from None
+    return target

@@ -21,6 +21,7 @@ from tia.cli import recording as recording_command
 from tia.cli.common import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, Address, parse_address
 from tia.client.events import DEFAULT_EVENTS_PORT
 from tia.protocol.packet import SAMPLE_ORDERS
+from tia.recording.bids import BIDS_DATA_FORMATS
 
 RECORD_EPILOG = """\
 formats, chosen by the suffix of FILE:
@@ -35,8 +36,17 @@ formats, chosen by the suffix of FILE:
         aperiodic signals to FILE_events.csv.
   .edf  EDF+ (16 bit) / .bdf BDF+ (24 bit), needs edfio (pip install
         'txtia[record]'): one channel per periodic signal channel at its own
-        rate, physical range from the data, units uV for eeg/emg/eog/ecg,
-        events as annotations '<label>=<value>'.
+        rate, labelled with its EDF+ type ('EEG Fp1', 'EOG HEOG', 'MISC bp1';
+        MNE: read_raw_edf(FILE, infer_types=True)), physical range from the
+        data, units uV for eeg/emg/eog/ecg, events as annotations
+        '<label>=<value>'.
+
+--bids ROOT instead of -o writes the next run of subject --subject and task
+--task into the BIDS-EEG dataset ROOT (created if new), with mne-bids (pip
+install 'txtia[bids]'): the BDF (or --format edf), channels.tsv (types EEG,
+EOG, ECG, EMG, MISC; units), events.tsv (onset on the packet grid, channel
+label as trial_type, code as value), eeg.json, dataset_description.json,
+participants.tsv and scans.tsv. Nothing is ever overwritten.
 
 Missing packets (gaps in the connection packet numbers) are reported on
 stderr and never filled in: NaN in .npz and .csv; in EDF/BDF, which cannot
@@ -126,12 +136,36 @@ def _add_timeout_argument(parser: argparse.ArgumentParser, waiting_for: str) -> 
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-o/--output FILE`` and ``-f/--force``, for :func:`~tia.cli.common.output_path`."""
-    parser.add_argument(
-        "-o", "--output", required=True, metavar="FILE",
+    """``-o/--output FILE`` or ``--bids ROOT`` with its entities, and ``-f/--force``: see
+    :func:`~tia.cli.common.output_path` and :func:`~tia.cli.common.bids_run`."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "-o", "--output", metavar="FILE",
         help="output file; its suffix (.npz, .csv, .edf, .bdf) picks the format",
     )
-    parser.add_argument("-f", "--force", action="store_true", help="overwrite FILE")
+    where.add_argument(
+        "--bids", metavar="ROOT",
+        help="write (or extend) the BIDS-EEG dataset in ROOT instead: one new run, with --subject and --task"
+        " (needs mne-bids: pip install 'txtia[bids]')",
+    )
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite FILE (never anything of --bids)")
+    bids = parser.add_argument_group("BIDS (with --bids)")
+    bids.add_argument("--subject", metavar="ID", help="the BIDS subject label (letters and digits)")
+    bids.add_argument("--task", metavar="NAME", help="the BIDS task label (letters and digits), e.g. rest")
+    bids.add_argument("--session", metavar="S", help="the BIDS session label (default: none)")
+    bids.add_argument(
+        "--run", type=_count, metavar="N",
+        help="the run number (default: one more than the highest of this subject, session and task);"
+        " an existing run is refused",
+    )
+    bids.add_argument(
+        "--format", choices=BIDS_DATA_FORMATS, default=None, dest="bids_format",
+        help="the data file: bdf (24 bit, default) or edf (16 bit)",
+    )
+    bids.add_argument(
+        "--line-freq", type=_positive, metavar="HZ",
+        help="the power line frequency (PowerLineFrequency), e.g. 50 or 60 (default: n/a)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     record = commands.add_parser(
         "record",
         parents=[common],
-        help="record the stream to .npz, .csv, .edf or .bdf",
+        help="record the stream to .npz, .csv, .edf or .bdf, or into a BIDS dataset",
         description=textwrap.fill(
-            "Record the stream to FILE, for --seconds or until stopped, showing a progress bar"
+            "Record the stream to FILE (or a BIDS run), for --seconds or until stopped, showing a progress bar"
             " on a terminal. --seconds counts packets (seconds x packet rate), so the file"
             " covers exactly that long. Ctrl-C, SIGTERM (timeout, kill, systemd) and SIGHUP"
             " (a closed terminal) all stop the recording and write what was received.",
@@ -269,10 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
-        help="write a server recording's raw journal (NAME.tia) as .edf, .bdf, .npz or .csv",
+        help="write a server recording's raw journal (NAME.tia) as .edf, .bdf, .npz or .csv, or a BIDS run",
         description="Read the raw journal a txtia server records (NAME.tia with its NAME.json) and write"
-        " it in the format the suffix of FILE names, as 'tia record' does. After a crash the journal"
-        " holds everything up to its last flush; a packet cut short at its end is ignored.",
+        " it in the format the suffix of FILE names, or as the next run of a BIDS dataset (--bids), as"
+        " 'tia record' does. After a crash the journal holds everything up to its last flush; a packet"
+        " cut short at its end is ignored.",
     )
     convert.add_argument("raw", metavar="RAW", help="NAME.tia, NAME.json or NAME")
     _add_output_arguments(convert)

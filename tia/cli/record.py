@@ -1,9 +1,10 @@
-"""``tia record``: the stream to .npz, .csv, .edf or .bdf, for ``--seconds`` or until stopped.
+"""``tia record``: the stream to .npz, .csv, .edf or .bdf, or as a run of a BIDS-EEG dataset (``--bids``),
+for ``--seconds`` or until stopped.
 
 Every way of stopping a recording ends it the same way: Ctrl-C (SIGINT),
 SIGTERM (``timeout``, ``kill``, systemd) and SIGHUP (a closed terminal)
-close the connection and write what was received as a complete file, exit
-status 0, as the end of ``--seconds`` does.
+close the connection and write what was received as a complete file (or
+BIDS run), exit status 0, as the end of ``--seconds`` does.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
+from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from tia.cli.common import (
     EXIT_OK,
     CLIError,
+    bids_run,
     is_tty,
     metainfo,
     output_path,
@@ -31,6 +34,7 @@ from tia.cli.common import (
 )
 from tia.client.blocking import TiAClient
 from tia.client.errors import TiAError
+from tia.recording.bids import BIDSRun, write_bids_run
 from tia.recording.recorder import Recorder
 from tia.recording.writers import write_recording
 
@@ -163,8 +167,10 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Record the stream for a while, or until stopped, and write it in the format the file suffix names."""
-    output = output_path(args.output, args.force)
+    """Record the stream for a while, or until stopped, and write it in the format the file suffix names
+    (or as the next run of the BIDS dataset ``--bids`` names)."""
+    output: BIDSRun | Path = bids_run(args) or output_path(args.output, args.force)
+    destination = output.describe() if isinstance(output, BIDSRun) else str(output)
     err = sys.stderr
     with StopSignals() as stop:
         recorder: Recorder | None = None
@@ -179,13 +185,17 @@ def run(args: argparse.Namespace) -> int:
                     target = max(1, round(args.seconds * packet_rate(meta)))
                 progress = _Progress(err, target, recorder.packet_period, is_tty(err), args.quiet)
                 start_streaming(client, args.server)
-                failure = _receive(client, recorder, target, progress, stop, f"{args.server}", str(output))
+                failure = _receive(client, recorder, target, progress, stop, f"{args.server}", destination)
         except _Stopped:
             pass
         if recorder is None or recorder.packets_received == 0:
             stopped = f"stopped by {stop.received} before the first packet" if stop.received else None
             raise CLIError(failure or stopped or "no packet was recorded")
-        files = write_recording(recorder, output)  # signals now are only noted: the file is written whole
+        # signals now are only noted: the file (or run) is written whole
+        if isinstance(output, BIDSRun):
+            files = write_bids_run(recorder, output)
+        else:
+            files = write_recording(recorder, output)
     assert progress is not None  # set before the first packet
     progress.finish(recorder)
     summary = (

@@ -6,6 +6,8 @@ switched on (``tia.config.extras``): a base install runs everything else.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import string
 from collections.abc import Sequence
 
@@ -18,15 +20,19 @@ from tia.sources.base import SourceSpec
 
 EVENT_ENDPOINT_KINDS = ("tcp", "tcp6", "unix")
 WEB_ENDPOINT_KINDS = ("tcp", "tcp6", "unix")
-RECORDING_FORMATS = ("bdf", "edf", "raw", "npz", "csv")
+RECORDING_FORMATS = ("bdf", "edf", "raw", "npz", "csv", "bids")
 PATTERN_FIELDS = ("date", "time", "subject", "run")
+BIDS_KEYS = ("bids_root", "task", "session", "bids_format", "line_freq")
+BIDS_DATA_FORMATS = ("bdf", "edf")
+BIDS_LABEL = re.compile(r"[A-Za-z0-9]+")  # a BIDS label, as tia.recording.bids.bids_label checks it
 
 
-def parse_recording(section: Section) -> RecordingConfig:
-    """``[recording]``; with ``enabled = on`` and EDF or BDF among the formats, edfio must be there.
+def parse_recording(section: Section, subject_id: str = "") -> RecordingConfig:
+    """``[recording]``; with ``enabled = on`` and EDF or BDF among the formats, edfio must be there (and
+    with ``bids``, mne-bids). ``subject_id`` (``[subject] id``) is the BIDS subject of ``formats = bids``.
 
     Off, nothing is checked: a recording started at run time reports a missing
-    edfio itself, and the server streams either way.
+    extra itself, and the server streams either way.
     """
     default = RecordingConfig()
     enabled = section.switch("enabled", default.enabled)
@@ -62,14 +68,49 @@ def parse_recording(section: Section) -> RecordingConfig:
         missing = missing_extra("edfio", feature, "record")
         if missing is not None:
             raise section.error("formats" if written else "enabled", missing)
+    if enabled and "bids" in formats:
+        missing = missing_extra("mne_bids", "recording BIDS", "bids", "mne-bids") or missing_extra(
+            "edfio", "recording BIDS", "bids")
+        if missing is not None:
+            raise section.error("formats", missing)
     result = RecordingConfig(
         enabled, directory, pattern, tuple(formats),
         section.positive("flush_interval", default.flush_interval),
         section.positive("queue_seconds", default.queue_seconds),
         section.switch("control", default.control),
     )
+    result = _with_bids(section, result, subject_id)
     section.check_all_used()
     return result
+
+
+def _with_bids(section: Section, recording: RecordingConfig, subject_id: str) -> RecordingConfig:
+    """The BIDS keys of ``[recording]``: needed with ``formats = bids``, refused without."""
+    if "bids" not in recording.formats:
+        for key in BIDS_KEYS:
+            if section.has(key):
+                raise section.error(key, "set, but formats does not list bids (e.g. formats = bids, raw)")
+        return recording
+    root = section.text("bids_root")
+    if not root:
+        raise section.error("bids_root", "missing; formats lists bids: set the BIDS dataset's directory "
+                                         "(e.g. bids_root = /data/mystudy)")
+    task = section.text("task") or ""
+    if not task:
+        raise section.error("task", "missing; formats lists bids: set the BIDS task label (e.g. task = rest)")
+    session = section.text("session") or ""
+    for key, value in (("task", task), ("session", session)):
+        if value and not BIDS_LABEL.fullmatch(value):
+            raise section.error(key, f"{value!r} is not a BIDS label: letters and digits only")
+    if not BIDS_LABEL.fullmatch(subject_id):
+        shown = f"{subject_id!r} is not" if subject_id else "missing: an empty id is not"
+        raise ConfigError(f"{shown} a BIDS subject label ([recording] formats lists bids): letters and digits "
+                          "only (e.g. id = S01)", section.path, "subject", "id")
+    return dataclasses.replace(
+        recording, bids_root=root, task=task, session=session,
+        bids_format=section.choice("bids_format", recording.bids_format, BIDS_DATA_FORMATS),
+        line_freq=section.positive("line_freq", 0.0) or None,
+    )
 
 
 def parse_lsl(section: Section) -> LSLOutletConfig:

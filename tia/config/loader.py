@@ -61,7 +61,7 @@ def parse_config(parser: configparser.ConfigParser, path: str | None = None) -> 
     config = ServerConfig(
         tuple(specs), subject, udp=udp, path=path, events_endpoint=events_endpoint,
         web_endpoint=parse_web(section("web")),
-        recording=parse_recording(section("recording")),
+        recording=parse_recording(section("recording"), subject.id),
         lsl=parse_lsl(section("lsl")),
         **server._asdict(),
     )

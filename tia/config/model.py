@@ -41,6 +41,12 @@ class RecordingConfig:
     flush_interval: float = 1.0  # seconds: what a crash can lose at most
     queue_seconds: float = 10.0  # how far the writer may fall behind before packets are dropped
     control: bool = True  # control clients may start and stop recordings
+    # formats = bids: each run joins a BIDS-EEG dataset (tia.recording.bids); the subject is [subject] id
+    bids_root: str | None = None  # the dataset's directory (relative to the daemon's working directory)
+    task: str = ""  # the BIDS task label
+    session: str = ""  # the BIDS session label; empty: none
+    bids_format: str = "bdf"  # the data file: bdf or edf
+    line_freq: float | None = None  # PowerLineFrequency in Hz; None: n/a
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ ignores. ``NAME.json`` beside it holds the metainfo (as TiA XML, and as plain
 JSON for other tools), the wall-clock start and, once the run ended cleanly,
 a ``finished`` summary. The server writes it (:mod:`tia.recording.sink`);
 this module is the format's other half and needs no server:
-:func:`convert_raw` turns a journal into EDF/BDF/NPZ/CSV through the same
-writers as ``tia record``, for ``tia convert`` after a crash and, in a child
-process (:func:`convert_in_child`), for the server at a graceful stop.
+:func:`convert_raw` turns a journal into EDF/BDF/NPZ/CSV (and a BIDS run)
+through the same writers as ``tia record``, for ``tia convert`` after a crash
+and, in a child process (:func:`convert_in_child`), for the server at a
+graceful stop.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from tia.protocol.channels import physical_unit
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
 from tia.protocol.packet import DataPacket, PacketError, PacketStreamDecoder
+from tia.recording.bids import BIDSRun, write_bids_run
 from tia.recording.recorder import Recorder, RecordingError
 from tia.recording.writers import write_recording
 
@@ -234,13 +236,16 @@ class Conversion:
 
 
 def convert_raw(
-    path: str | Path, outputs: Sequence[str | Path], overwrite: bool = False, stopping: bool = False
+    path: str | Path, outputs: Sequence[str | Path], overwrite: bool = False, stopping: bool = False,
+    bids: BIDSRun | None = None,
 ) -> Conversion:
-    """Write a journal as the formats the outputs' suffixes name (.edf, .bdf, .npz, .csv).
+    """Write a journal as the formats the outputs' suffixes name (.edf, .bdf, .npz, .csv), and as a run
+    of the BIDS dataset ``bids`` names.
 
     Each output is written in a scratch directory beside it, then linked into
-    place; an existing file is never replaced unless ``overwrite``.
-    ``stopping``: called by the recorder itself while it stops, not recovering.
+    place; an existing file is never replaced unless ``overwrite`` (nothing of
+    a BIDS dataset ever is). ``stopping``: called by the recorder itself while
+    it stops, not recovering.
     """
     recording = open_raw(path, stopping)
     recorder = Recorder(recording.metainfo)
@@ -266,6 +271,8 @@ def convert_raw(
                 files.append(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    if bids is not None:
+        files.extend(write_bids_run(recorder, bids))
     return Conversion(files, notes, recorder)
 
 
@@ -289,7 +296,7 @@ def _place(source: Path, target: Path, overwrite: bool) -> None:
 _CHILD = "import sys; from tia.recording.journal import convert_main; sys.exit(convert_main(sys.argv[1:]))"
 
 
-def convert_in_child(raw: Path, outputs: Sequence[Path]) -> dict[str, Any]:
+def convert_in_child(raw: Path, outputs: Sequence[Path], bids: BIDSRun | None = None) -> dict[str, Any]:
     """``convert_raw`` in a new interpreter; returns its ``files`` and ``notes``.
 
     Its CPU time and memory (the whole recording at once) never hold the GIL
@@ -300,7 +307,8 @@ def convert_in_child(raw: Path, outputs: Sequence[Path]) -> dict[str, Any]:
     package_root = str(Path(tia.__file__).resolve().parent.parent)
     path = os.pathsep.join([package_root, *filter(None, [os.environ.get("PYTHONPATH")])])
     process = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(raw), *map(str, outputs)],
+        [sys.executable, "-c", _CHILD, str(raw), *map(str, outputs),
+         *(["--bids", json.dumps(bids.to_json())] if bids is not None else [])],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, check=False,
     )
     lines = process.stdout.strip().splitlines()
@@ -315,12 +323,17 @@ def convert_in_child(raw: Path, outputs: Sequence[Path]) -> dict[str, Any]:
 
 
 def convert_main(argv: Sequence[str]) -> int:
-    """The child of ``convert_in_child``: ``RAW OUTPUT...``, one JSON line on stdout."""
+    """The child of ``convert_in_child``: ``RAW OUTPUT... [--bids JSON]``, one JSON line on stdout."""
     if hasattr(os, "nice"):
         os.nice(10)  # behind the server, should both share a core
     raw, *outputs = argv
+    bids_json = None
+    if "--bids" in outputs:
+        at = outputs.index("--bids")
+        outputs, bids_json = outputs[:at], outputs[at + 1]
     try:
-        result = convert_raw(raw, outputs, stopping=True)
+        bids = None if bids_json is None else BIDSRun.from_json(json.loads(bids_json))
+        result = convert_raw(raw, outputs, stopping=True, bids=bids)
     except (RecordingError, OSError, MemoryError, ValueError) as error:
         sys.stdout.write(json.dumps({"error": describe_error(error)}) + "\n")  # the parent reads this line
         return 1

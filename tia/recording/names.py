@@ -40,7 +40,7 @@ def format_name(pattern: str, when: datetime.datetime, subject: str, run: object
 
 
 def _output_suffixes(formats: Sequence[str]) -> list[str]:
-    return [RAW_SUFFIX, SIDECAR_SUFFIX, CONVERTING_SUFFIX] + [f".{f}" for f in formats if f != "raw"]
+    return [RAW_SUFFIX, SIDECAR_SUFFIX, CONVERTING_SUFFIX] + [f".{f}" for f in formats if f not in ("raw", "bids")]
 
 
 def first_free_run(directory: Path, pattern: str, when: datetime.datetime, subject: str,

@@ -9,8 +9,8 @@ the runs, each a :class:`~tia.recording.sink.RecordingSink` subscribed to the
 hub. ``tia.daemon.build_service`` attaches it (:func:`attach_recording`).
 
 A run whose formats need an optional package that is missing (EDF/BDF
-without edfio) is refused with one line naming the extra to install; the
-server streams on.
+without edfio, BIDS without mne-bids) is refused with one line naming the
+extra to install; the server streams on.
 """
 
 from __future__ import annotations
@@ -63,12 +63,18 @@ def missing_writer(formats: Sequence[str]) -> str | None:
     """None if every format can be written here; else one line naming the extra to install.
 
     Asked at each start, so the answer is the installation's as it is now; the
-    first time it imports edfio (some 15 ms, caught up by the clock).
+    first time it imports edfio (some 15 ms, caught up by the clock) and, for
+    BIDS, mne-bids (more: a start that needs it is rare).
     """
     needing = [fmt.upper() for fmt in formats if fmt in EDFIO_FORMATS]
-    if not needing:
-        return None
-    return missing_extra("edfio", f"recording {'/'.join(needing)}", "record")
+    if needing:
+        missing = missing_extra("edfio", f"recording {'/'.join(needing)}", "record")
+        if missing is not None:
+            return missing
+    if "bids" in formats:
+        return missing_extra("mne_bids", "recording BIDS", "bids", "mne-bids") or missing_extra(
+            "edfio", "recording BIDS", "bids")
+    return None
 
 
 class RecordingStateError(Exception):

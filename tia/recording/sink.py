@@ -6,10 +6,11 @@ overflow dropped, counted and logged). Its worker appends every tick to the
 raw journal ``NAME.tia`` (:mod:`tia.recording.journal`) and, every
 ``flush_interval`` seconds, flushes and ``fsync``-s it, so a crash loses at
 most that much (plus whatever was still buffered). At a graceful stop,
-EDF+/BDF+ (and NPZ/CSV) are written from the journal by a child process,
-with the writers ``tia record`` uses; after a crash ``tia convert NAME.tia -o
-NAME.bdf`` does it. EDF cannot be appended as it goes: its header holds the
-record count and each channel's physical range, which come from the data.
+EDF+/BDF+ (and NPZ/CSV, and a BIDS run) are written from the journal by a
+child process, with the writers ``tia record`` uses; after a crash ``tia
+convert NAME.tia -o NAME.bdf`` (or ``--bids ROOT ...``) does it. EDF cannot
+be appended as it goes: its header holds the record count and each
+channel's physical range, which come from the data.
 
 A failure (no permission, disk full, ...) is reported once, ends the run
 (state ``error``, nothing more written) and unsubscribes the sink; the
@@ -30,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 from tia.config import RecordingConfig
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import encode_header
+from tia.recording.bids import BIDSRun
 from tia.recording.journal import (
     RAW_SUFFIX,
     SIDECAR_SUFFIX,
@@ -270,21 +272,34 @@ class RecordingSink(QueueSink):
             self.say("error", "{sink}: cannot update {path}: {error}", path=str(path), error=describe_error(error))
 
     def _convert(self) -> bool:
-        """EDF/BDF/... from the journal, in a child process (see ``convert_in_child``)."""
+        """EDF/BDF/... and the BIDS run from the journal, in a child process (see ``convert_in_child``)."""
         assert self.raw_path is not None
-        outputs = [self.raw_path.with_suffix(f".{fmt}") for fmt in self.config.formats if fmt != "raw"]
-        if not outputs:
+        formats = self.config.formats
+        outputs = [self.raw_path.with_suffix(f".{fmt}") for fmt in formats if fmt not in ("raw", "bids")]
+        if not outputs and "bids" not in formats:
             return True
+        wanted = [p.name for p in outputs] + (["a BIDS run"] if "bids" in formats else [])
         try:
-            result = convert_in_child(self.raw_path, outputs)
+            bids = self._bids_run() if "bids" in formats else None
+            result = convert_in_child(self.raw_path, outputs, bids)
         except (RecordingError, OSError) as error:
+            config = self.config
+            later = "-o FILE.bdf" if outputs else (
+                f"--bids {config.bids_root} --subject {self.metainfo.subject.id} --task {config.task}"
+                + (f" --session {config.session}" if config.session else ""))
             self.say(
                 "error", "{sink}: cannot write {outputs}: {error}; the raw recording {raw} is kept "
-                "(convert it later with: tia convert {raw} -o FILE.bdf)",
-                outputs=", ".join(p.name for p in outputs), error=describe_error(error), raw=str(self.raw_path),
+                "(convert it later with: tia convert {raw} {later})",
+                outputs=", ".join(wanted), error=describe_error(error), raw=str(self.raw_path), later=later,
             )
             return False
         self.files.extend(Path(name) for name in result["files"])
         for note in result["notes"]:
             self.say("warn", "{sink}: {note}", note=note)
         return True
+
+    def _bids_run(self) -> BIDSRun:
+        """``formats = bids``: the next run of ``[subject] id`` in ``bids_root``."""
+        config = self.config
+        return BIDSRun(Path(config.bids_root or "."), self.metainfo.subject.id, config.task, config.session or None,
+                       None, config.bids_format, config.line_freq)

@@ -5,8 +5,12 @@ in :func:`write_recording`, so a file looks the same whichever wrote it.
 NumPy and CSV keep float32 samples and NaN where data is missing. EDF/BDF
 cannot hold NaN: a missing sample is written as its channel's physical
 minimum and covered by a ``BAD_ACQ_SKIP`` annotation, which MNE skips by
-default; events become annotations on their sample. EDF/BDF need the
-optional edfio package (``txtia[record]``), imported only when one is written.
+default; events become annotations on their sample. Channel labels carry
+their EDF+ signal type (``EEG Fp1``, ``EOG HEOG``, ``MISC bp1``), so that
+``mne.io.read_raw_edf(path, infer_types=True)`` types every channel and names
+it as TiA does; the transducer field says the TiA type (``TiA bp``). EDF/BDF
+need the optional edfio package (``txtia[record]``), imported only when one
+is written.
 """
 
 from __future__ import annotations
@@ -26,20 +30,26 @@ import numpy as np
 import numpy.typing as npt
 
 from tia.protocol.channels import physical_unit
-from tia.protocol.metainfo import SignalInfo
+from tia.protocol.metainfo import SignalInfo, Subject
 from tia.protocol.packet import SampleArray
 from tia.recording.recorder import Recorder, RecordingError, exact_rate
 
 if TYPE_CHECKING:
     from edfio import BdfSignal, EdfSignal
 
-__all__ = ["SUFFIXES", "check_writable", "write_recording"]
+__all__ = ["SUFFIXES", "check_writable", "seconds_format", "write_recording"]
 
 SUFFIXES = (".npz", ".csv", ".edf", ".bdf")
 
 _EDF_DIGITAL = (-32768, 32767)
 _BDF_DIGITAL = (-8388608, 8388607)
 _EDF_LABEL_LENGTH = 16
+# EDF+ signal types ("EEG Fp1", "ECG II") that MNE's read_raw_edf(infer_types=True) also knows; a TiA type
+# EDF+ has no type for (hr, bp, sensor, user1, ...) is MISC, which MNE knows too. The transducer field
+# ("TiA bp") keeps the TiA type itself.
+_EDF_TYPE_PREFIXES = {"eeg": "EEG", "eog": "EOG", "ecg": "ECG", "emg": "EMG"}
+_EDF_OTHER_PREFIX = "MISC"
+_TRANSDUCER_PREFIX = "TiA "
 _GAP_ANNOTATION = "BAD_ACQ_SKIP"
 # Longest search for a data-record length (in packets) before giving up.
 _MAX_RECORD_PACKETS = 100_000
@@ -66,17 +76,25 @@ def _edfio() -> Any:
     return edfio
 
 
-def write_recording(recorder: Recorder, path: str | Path) -> list[Path]:
-    """Write ``recorder`` in the format the suffix names; returns the files written."""
+def write_recording(
+    recorder: Recorder, path: str | Path, *, typed_labels: bool = True, patient: Subject | None = None
+) -> list[Path]:
+    """Write ``recorder`` in the format the suffix names; returns the files written.
+
+    EDF/BDF only: ``typed_labels`` prefixes each label with its EDF+ signal type (``EEG Fp1``), for
+    readers that type channels by label; a BIDS data file goes without (its channels.tsv types them).
+    ``patient`` is whom the header names (default: the metainfo's subject).
+    """
     target = Path(path)
     check_writable(target)
     if recorder.first_packet_id is None:
         raise RecordingError("nothing to write: no packet was recorded")
+    subject = recorder.metainfo.subject if patient is None else patient
     writers: dict[str, Callable[[Recorder, Path], list[Path]]] = {
         ".npz": _write_npz,
         ".csv": _write_csv,
-        ".edf": lambda r, p: _write_edf(r, p, bdf=False),
-        ".bdf": lambda r, p: _write_edf(r, p, bdf=True),
+        ".edf": lambda r, p: _write_edf(r, p, False, typed_labels, subject),
+        ".bdf": lambda r, p: _write_edf(r, p, True, typed_labels, subject),
     }
     return writers[target.suffix.lower()](recorder, target)
 
@@ -134,14 +152,14 @@ def _write_csv(recorder: Recorder, path: Path) -> list[Path]:
     return written
 
 
-def _write_edf(recorder: Recorder, path: Path, bdf: bool) -> list[Path]:
+def _write_edf(recorder: Recorder, path: Path, bdf: bool, typed_labels: bool, subject: Subject) -> list[Path]:
     edfio = _edfio()
     if not recorder.periodic:
         raise RecordingError("EDF/BDF needs at least one periodic signal")
     per_record, padding = _record_layout(recorder.packet_span, recorder.packet_period)
     signal_class = edfio.BdfSignal if bdf else edfio.EdfSignal
     digital = _BDF_DIGITAL if bdf else _EDF_DIGITAL
-    labels = _edf_labels(recorder.periodic)
+    labels = _edf_labels(recorder.periodic, typed_labels)
     signals = []
     for signal in recorder.periodic:
         data = recorder.signal_data(signal, padding).astype(np.float64)
@@ -156,7 +174,6 @@ def _write_edf(recorder: Recorder, path: Path, bdf: bool) -> list[Path]:
                 raise RecordingError(f"channel {label}: {error}") from None
     annotations = _annotations(recorder, edfio.EdfAnnotation, padding)
     start = recorder.start_time or datetime.datetime.now()
-    subject = recorder.metainfo.subject
     name = "_".join(p for p in (subject.surname, subject.first_name) if p)
     file_class = edfio.Bdf if bdf else edfio.Edf
     try:
@@ -179,7 +196,7 @@ def _annotations(recorder: Recorder, annotation: Any, padding: int) -> list[Any]
     rate = recorder.master_rate
     period = recorder.packet_period
     result = [
-        annotation(float(Fraction(e.sample) / rate), None, f"{e.label}={e.value:g}")
+        annotation(float(Fraction(e.sample) / rate), None, f"{e.label}={e.value:.9g}")
         for e in recorder.events
     ]
     for gap in recorder.gaps:
@@ -200,8 +217,8 @@ def _annotations(recorder: Recorder, annotation: Any, padding: int) -> list[Any]
     return sorted(result, key=lambda a: a.onset)
 
 
-def _time_format(rate: Fraction) -> str:
-    """Enough decimals to write every sample time exactly when 1/rate terminates."""
+def seconds_format(rate: Fraction) -> str:
+    """A %-format with enough decimals to write every sample time exactly when 1/rate terminates."""
     for decimals in range(10):
         if (Fraction(10**decimals) / rate).denominator == 1:
             return f"%.{decimals}f"
@@ -224,7 +241,7 @@ def _write_signal_csv(
         np.savetxt(
             handle,
             table,
-            fmt=[_time_format(rate)] + ["%.9g"] * columns.shape[1],
+            fmt=[seconds_format(rate)] + ["%.9g"] * columns.shape[1],
             delimiter=",",
             header=line.getvalue(),
             comments="",
@@ -244,18 +261,24 @@ def _edf_field(text: str) -> str:
     return cleaned or "X"
 
 
-def _edf_labels(signals: Sequence[SignalInfo]) -> dict[int, list[str]]:
-    """Unique 16-character ASCII labels; the TiA label itself whenever it fits."""
+def _edf_type_prefix(signal: SignalInfo) -> str:
+    """The EDF+ signal-type prefix of a channel label (``EEG`` in ``EEG Fp1``) for this TiA type."""
+    return _EDF_TYPE_PREFIXES.get(signal.type.name, _EDF_OTHER_PREFIX)
+
+
+def _edf_labels(signals: Sequence[SignalInfo], typed: bool) -> dict[int, list[str]]:
+    """Unique 16-character ASCII labels: the TiA label, ``typed`` after its EDF+ type and a space (cut to fit)."""
     used: set[str] = set()
     result: dict[int, list[str]] = {}
     for signal in signals:
+        prefix = _edf_type_prefix(signal) + " " if typed else ""
         labels = []
         for number, name in enumerate(signal.channel_names, start=1):
-            label = _edf_text(name).strip()[:_EDF_LABEL_LENGTH] or f"{signal.type.name}{number}"
-            if label in used:
-                label = f"{signal.type.name} {label}"[:_EDF_LABEL_LENGTH]
+            text = _edf_text(name).strip() or f"{signal.type.name}{number}"
+            label = base = (prefix + text)[:_EDF_LABEL_LENGTH]
+            if not typed and label in used:  # the same label in two signals: say which
+                label = base = f"{signal.type.name} {label}"[:_EDF_LABEL_LENGTH]
             suffix = 2
-            base = label
             while label in used:
                 tail = f"-{suffix}"
                 label = base[: _EDF_LABEL_LENGTH - len(tail)] + tail
@@ -290,7 +313,7 @@ def _edf_signal(
         samples,
         float(signal.sampling_rate),
         label=label,
-        transducer_type=f"TiA {signal.type.name}",
+        transducer_type=_TRANSDUCER_PREFIX + signal.type.name,
         physical_dimension=physical_unit(signal),
         physical_range=(low, high),
         digital_range=digital,

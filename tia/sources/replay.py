@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tia.protocol.packet import SampleArray
-from tia.protocol.signals import SignalType, by_name
+from tia.protocol.signals import SignalType, UnknownSignalType, by_name
 from tia.sources.base import (
     ChannelSpec,
     ISource,
@@ -53,6 +53,10 @@ _SUFFIXES = {".edf": "edf", ".bdf": "bdf", ".csv": "csv", ".tsv": "csv", ".txt":
 _EDF_TYPES = {
     "EEG": "eeg", "EMG": "emg", "EOG": "eog", "ECG": "ecg", "EKG": "ecg", "HR": "hr", "BP": "bp", "NIRS": "nirs",
 }
+# EDF+ prefixes that name no TiA type ("MISC bp1": txtia's recordings of hr, bp, sensor, ...)
+_EDF_UNTYPED = ("MISC",)
+# txtia's recordings say each channel's TiA type in the transducer field: "TiA bp"
+_TIA_TRANSDUCER = "TiA "
 _ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
 
 
@@ -130,12 +134,18 @@ def file_format(path: Path, option: str = "auto") -> str:
     return fmt
 
 
-def _split_type(label: str) -> tuple[str, SignalType | None]:
+def _split_type(label: str, transducer: str = "") -> tuple[str, SignalType | None]:
+    """(name, type) of an EDF+ label ``TYPE name``; a transducer ``TiA TYPE`` (ours) says the exact type."""
     word, _, rest = label.partition(" ")
     kind = _EDF_TYPES.get(word.upper())
-    if kind is None:
-        return label, None
-    return (rest.strip() or label), by_name(kind)
+    name = (rest.strip() or label) if kind is not None or word.upper() in _EDF_UNTYPED else label
+    signal_type = by_name(kind) if kind is not None else None
+    if transducer.startswith(_TIA_TRANSDUCER):
+        try:
+            signal_type = by_name(transducer[len(_TIA_TRANSDUCER):])
+        except UnknownSignalType:
+            pass  # not one of ours after all: the label says what it can
+    return name, signal_type
 
 
 def read_edf_header(path: Path) -> FileInfo:
@@ -177,7 +187,7 @@ def read_edf_header(path: Path) -> FileInfo:
             raise ValueError(f"{path.name}: signal {label!r} has a bad samples-per-record field") from None
         if record_duration <= 0:
             raise ValueError(f"{path.name}: data record duration is {record_text}")
-        name, kind = _split_type(label)
+        name, kind = _split_type(label, column(16, 80, index))
         signals.append(FileSignal(len(signals), label, name, kind, Fraction(samples) / record_duration))
     fmt = "bdf" if bdf else "edf"
     if reserved.endswith("D"):
