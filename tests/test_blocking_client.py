@@ -198,7 +198,7 @@ class Session:
             return
         for i in range(0, len(data), step):
             self.conn.sendall(data[i : i + step])
-            time.sleep(pause)
+            time.sleep(pause)  # the pace under test: each piece a read of its own
 
     def expect(self, expected: bytes, reply: bytes, step: int = 0, pause: float = 0.0) -> None:
         got = self.request()
@@ -567,7 +567,7 @@ def test_packets_sent_one_byte_at_a_time(serve: Callable[[Scenario], FakeServer]
                 data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 for i in range(len(stream)):
                     data.sendall(stream[i : i + 1])
-                    time.sleep(0.0003)
+                    time.sleep(0.0003)  # the pace under test: each byte a read of its own
                 session.expect(request(Command.STOP_DATA_TRANSMISSION), OK)
                 session.wait_closed()
 

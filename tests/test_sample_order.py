@@ -11,18 +11,18 @@ by the Twisted client, the blocking client and ``tia record``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from support import SocketTestCase, ramp_config, ramp_values, sleep, start_daemon
+from support import SocketTestCase, ramp_config, ramp_values, start_daemon, until
 from twisted.internet import reactor, threads
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.testing import StringTransport
 
 from tia import TiAClient
@@ -169,15 +169,20 @@ class SampleMajorDaemonTests(SocketTestCase):
             np.testing.assert_array_equal(block, ramp_values(CHANNELS, packet_id * BLOCK, BLOCK))
 
     @inlineCallbacks
+    def stream_30(self, transport: Literal["TCP", "UDP"]) -> Generator[Deferred[Any], Any, list[DataPacket]]:
+        """30 packets or more from our Twisted client over ``transport``, asking for sample-major order."""
+        packets: list[DataPacket] = []
+        stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport=transport,
+                           onPacket=packets.append, sample_order="sample-major")
+        yield stream.start()
+        yield until(lambda: len(packets) >= 30)
+        yield stream.stop()
+        return packets
+
+    @inlineCallbacks
     def test_twisted_client_tcp_and_udp(self) -> Any:
         for transport in ("TCP", "UDP"):
-            packets: list[DataPacket] = []
-            stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport=transport,
-                               onPacket=packets.append, sample_order="sample-major")
-            yield stream.start()
-            while len(packets) < 30:
-                yield sleep(0.05)
-            yield stream.stop()
+            packets = yield self.stream_30(transport)
             self.check([p.packet_id for p in packets], [p.connection_number for p in packets],
                        [p.signals[EEG] for p in packets])
 

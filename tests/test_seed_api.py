@@ -162,6 +162,7 @@ PRELUDE = textwrap.dedent(
         return client, packets
 
     def refused(port, within=5.0):
+        # polls (a closed port announces nothing to another process), at most ``within`` seconds
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             try:
@@ -320,10 +321,11 @@ def test_a_reactor_run_by_the_application_is_used() -> None:
         import tia.seed
         from twisted.internet import reactor, threads
 
+        running = threading.Event()
+        reactor.callWhenRunning(running.set)
         app = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, name="app-reactor")
         app.start()
-        while not reactor.running:
-            time.sleep(0.01)
+        assert running.wait(10)
         names = set()
 
         def master(id):
