@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numpy as np
+import pytest
 from twisted.internet import reactor, task
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
@@ -106,6 +107,30 @@ def accepts_connections(port: int) -> bool:
     return True
 
 
+def wait_for_port(
+    process: subprocess.Popen[bytes], port: int, log: Path | None = None, seconds: float = 30.0
+) -> None:
+    """Until ``process`` accepts connections on 127.0.0.1:``port``; fails the test with its output
+    (``log``, else its piped stdout) if it ends first or takes longer than ``seconds``."""
+
+    def output() -> str:
+        if log is not None:
+            return log.read_text(errors="replace")
+        return process.stdout.read().decode(errors="replace") if process.stdout else ""
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"the daemon ended (status {process.returncode}):\n{output()}")
+        return accepts_connections(port)
+
+    try:
+        wait_for(listening, seconds)
+    except AssertionError:
+        process.kill()  # its output ends, so it can be read whole
+        process.wait()
+        pytest.fail(f"the daemon did not listen on port {port} within {seconds:g} s:\n{output()}")
+
+
 def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
     """Run the daemon (``python -m twisted tia --port N`` + ``arguments``, in ``workdir``, its log in
     ``workdir/daemon.log``) on a free port until the generator is closed; yields 'host:port'."""
@@ -119,17 +144,8 @@ def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"daemon exited: {log_path.read_text(errors='replace')}")
-        return accepts_connections(port)
-
     try:
-        try:
-            wait_for(listening, seconds=20)
-        except AssertionError:
-            raise RuntimeError(f"daemon not listening: {log_path.read_text(errors='replace')}") from None
+        wait_for_port(process, port, log_path, seconds=20)
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
