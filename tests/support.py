@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from twisted.internet import reactor, task
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorSocket, IReactorUDP, ISystemHandle, ITCPTransport
+from twisted.internet.interfaces import IListeningPort, IReactorSocket, IReactorUDP, ISystemHandle, ITCPTransport
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
@@ -318,7 +318,7 @@ class MemoryReactorWithUDP(MemoryReactorClock):
     ) -> FakeUDPPort:
         fake = FakeUDPPort(protocol)
         self.udp_ports.append(fake)
-        protocol.makeConnection(fake)  # type: ignore[arg-type]
+        protocol.makeConnection(fake)  # type: ignore[arg-type]  # a fake port: the write the server uses
         return fake
 
 
@@ -525,6 +525,20 @@ def all_arrived(received: Sized, sender: TCPDataProtocol | UDPDestination) -> De
     return until(lambda: len(received) >= sender.packets)
 
 
+def server_factory(build: Callable[[], Protocol]) -> ServerFactory:
+    """A factory serving each connection with ``build()``."""
+    factory: ServerFactory = ServerFactory()
+    factory.protocol = build
+    return factory
+
+
+def port_number(listening: IListeningPort) -> int:
+    """The TCP port number ``listening`` is bound to."""
+    address = listening.getHost()
+    assert isinstance(address, IPv4Address | IPv6Address)
+    return address.port
+
+
 def unsent_bytes(transport: object) -> int:
     """What Twisted holds for the TCP ``transport``: written by its protocol, not yet taken by the kernel."""
     connection = cast(FileDescriptor, transport)
@@ -593,9 +607,7 @@ class SocketTestCase(unittest.TestCase):
     def adopt(self, sock: socket.socket, protocol: P) -> P:
         """Hand the connected ``sock`` over to the reactor, ``protocol`` reading it from now on
         (a peer that did not read so far reads as fast as it can); closed when the test ends."""
-        factory: ServerFactory = ServerFactory()
-        factory.protocol = lambda: protocol
-        IReactorSocket(reactor).adoptStreamConnection(sock.fileno(), sock.family, factory)
+        IReactorSocket(reactor).adoptStreamConnection(sock.fileno(), sock.family, server_factory(lambda: protocol))
         sock.close()  # the reactor holds its own duplicate
         self.close_at_end(protocol, abort=True)
         return protocol

@@ -16,7 +16,7 @@ import itertools
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from signal import SIGHUP, SIGINT, SIGTERM, Signals, getsignal
@@ -451,9 +451,8 @@ def test_record_edf_bdf(
     assert document.annotations == ()
     eeg = np.array([s.data for s in document.signals[:4]])
     start = _ramp_phase(float(eeg[0, 0]))
-    for signal, row, expected in zip(
-        document.signals[:4], eeg, ramp_values(4, start, 1000), strict=True
-    ):
+    signals: Sequence[edfio.EdfSignal | edfio.BdfSignal] = document.signals
+    for signal, row, expected in zip(signals[:4], eeg, ramp_values(4, start, 1000), strict=True):
         low, high = signal.physical_range
         digital_low, digital_high = signal.digital_range
         step = (high - low) / (digital_high - digital_low)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from support import BLOCK, CHANNELS, SocketTestCase, ramp_config, ramp_values, until
@@ -27,7 +27,7 @@ class LiveClientTests(SocketTestCase):
             np.testing.assert_array_equal(block, ramp_values(CHANNELS, packet_id * BLOCK, BLOCK))
 
     @inlineCallbacks
-    def _stream(self, transport: str) -> Any:
+    def _stream(self, transport: Literal["TCP", "UDP"]) -> Any:
         packets: list[DataPacket] = []
         stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport=transport, onPacket=packets.append)
         meta = yield stream.start()

@@ -178,7 +178,8 @@ def test_router_by_source_name_type_and_alias() -> None:
     assert router.post("keys 3").spec.name == "keys"
     assert router.post("mouse 3").spec.name == "keys"  # keycode's alias
     assert router.post("buttons 1 0").spec.name == "pad"
-    assert [float(v) for v in sources[2].read(0)[:, 0]] == [1.0, 0.0]  # type: ignore[index]
+    posted = sources[2].read(0)
+    assert posted is not None and [float(v) for v in posted[:, 0]] == [1.0, 0.0]
     assert sources[2].read(1) is None
 
 

@@ -30,7 +30,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial import unittest
 
-from tia.server.control import ServerControlProtocol
+from tia.server.control import ControlFactory, ServerControlProtocol
 from tia.server.data import TCPDataListener, TCPDataProtocol
 
 
@@ -45,10 +45,10 @@ def rss_bytes() -> int:
     return 0
 
 
-def live(kind: type, factory: object) -> int:
+def live(kind: type, factory: ControlFactory) -> int:
     """Instances of ``kind`` still alive that belong to the server of ``factory`` (other tests' aside)."""
 
-    sessions = factory.sessions  # type: ignore[attr-defined]
+    sessions = factory.sessions
 
     def owner(obj: object) -> object:
         if isinstance(obj, ServerControlProtocol):

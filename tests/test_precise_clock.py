@@ -260,7 +260,7 @@ class BestClockTests(unittest.TestCase):
         self.assertIsInstance(clock, PreciseClock)
         self.assertEqual(precise_readers(), [])  # nothing opened until used
 
-    test_real_reactor_gets_the_precise_clock.skip = SKIP  # type: ignore[attr-defined]
+    test_real_reactor_gets_the_precise_clock.skip = SKIP  # type: ignore[attr-defined]  # trial reads it
 
 
 class ServiceReleasesTheClockTests(unittest.TestCase):

@@ -487,7 +487,7 @@ class RecordingTestCase(unittest.TestCase):
     @inlineCallbacks
     def test_mne_reads_channel_names_units_rates_and_events(self) -> Any:
         try:
-            import mne  # type: ignore[import-untyped]
+            import mne
         except ImportError:
             raise unittest.SkipTest("mne is not installed (only used to check the files)") from None
         service = self.start(enabled="on", formats="bdf")

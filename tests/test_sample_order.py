@@ -11,11 +11,12 @@ by the Twisted client, the blocking client and ``tia record``.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,7 +46,9 @@ ALL_TYPE_FLAGS = [t.flag for t in SIGNAL_TYPES]
 Blocks = list[tuple[int, np.ndarray]]
 
 
-def wire(blocks: Blocks, order: str, packet_id: int = 0, number: int = 0, timestamp: int = 0) -> bytes:
+def wire(
+    blocks: Sequence[tuple[int, npt.ArrayLike]], order: str, packet_id: int = 0, number: int = 0, timestamp: int = 0
+) -> bytes:
     """A whole packet holding ``blocks`` ((channels, block size) each), its samples in ``order``."""
     flags, body = encode_body(blocks, order)
     return encode_header(len(body), flags, packet_id, number, timestamp) + body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 from support import (
     BLOCK,
@@ -308,9 +309,9 @@ def test_taken_port_fails_start_before_any_source_starts() -> None:
             "[source:eeg]\ndriver = ramp\nrate = 10\nchannels = 1\ntype = eeg\n"
         )
         service = build_service(config)
-        service.hub.start_sources = lambda: started.append("sources")  # type: ignore[method-assign]
         try:
-            service.startService()
+            with mock.patch.object(service.hub, "start_sources", side_effect=lambda: started.append("sources")):
+                service.startService()
         except ListenError as error:
             assert f"cannot listen on tcp:{port}:interface=127.0.0.1 (test.ini [server] control)" in str(error)
         else:  # pragma: no cover

@@ -18,7 +18,7 @@ from tia.sources.lsl import LSLSource
 
 def _load_pylsl() -> tuple[Any, str]:
     try:
-        import pylsl  # type: ignore[import-untyped]
+        import pylsl
 
         pylsl.library_info()
     except ImportError as error:

@@ -646,7 +646,7 @@ def test_client_settings_errors(pki: PKI, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="key without a certificate"):
         TLSSettings(key=pki.client_key)
     with pytest.raises(TypeError):
-        TiAClient("127.0.0.1", 9000, tls="yes")  # type: ignore[arg-type]
+        TiAClient("127.0.0.1", 9000, tls="yes")  # type: ignore[arg-type]  # the wrong type under test
 
 
 # -- the shipped example -------------------------------------------------------------

@@ -300,7 +300,7 @@ class WebTestCase(SocketTestCase):
     def streaming_client(self) -> Any:
         """A TiA client streaming over TCP; returns (control, its host:port)."""
         control, _ = yield self.streaming()
-        local: Any = control.transport.getHost()  # type: ignore[union-attr]
+        local: Any = control.transport.getHost()
         return control, f"{local.host}:{local.port}"
 
 
