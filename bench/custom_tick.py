@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from bench.__main__ import request
 from tia.config import parse_config
@@ -142,7 +143,7 @@ def _drain(datas: list[socket.socket], stop: threading.Event, received: list[int
     while not stop.is_set():
         for key, _ in selector.select(timeout=0.05):
             try:
-                received[0] += len(key.fileobj.recv(1 << 20))  # type: ignore[union-attr]
+                received[0] += len(cast(socket.socket, key.fileobj).recv(1 << 20))
             except BlockingIOError:
                 pass
 

@@ -138,8 +138,8 @@ def twisted_client(seconds: float) -> tuple[int, float]:
 
     try:
         done = ensureDeferred(run())
-        done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
-        reactor.run()  # type: ignore[attr-defined]
+        done.addBoth(lambda _: reactor.stop())
+        reactor.run()
         return int(counter["count"]), counter["end"] - counter["start"]
     finally:
         process.kill()

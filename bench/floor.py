@@ -148,7 +148,10 @@ def _twisted_floor(kind: str, seconds: float, results: Any) -> None:
     from fractions import Fraction
 
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
     from twisted.internet.task import LoopingCall
+    from twisted.python.failure import Failure
+    from zope.interface import implementer
 
     from tia.server.clock import MasterClock, best_clock
 
@@ -157,6 +160,7 @@ def _twisted_floor(kind: str, seconds: float, results: Any) -> None:
     if kind == "reactor":
         timer = Timerfd()
 
+        @implementer(IReadDescriptor)
         class Reader:
             def fileno(self) -> int:
                 return timer.fd
@@ -164,16 +168,17 @@ def _twisted_floor(kind: str, seconds: float, results: Any) -> None:
             def doRead(self) -> None:
                 ticks[0] += timer.drain()
 
-            def connectionLost(self, reason: object) -> None:
+            def connectionLost(self, reason: Failure) -> None:
                 pass
 
             def logPrefix(self) -> str:
                 return "floor"
 
         reader = Reader()
-        reactor.addReader(reader)  # type: ignore[attr-defined]
+        fds = IReactorFDSet(reactor)
+        fds.addReader(reader)
         timer.arm(time.monotonic_ns() + 10_000_000, 1_000_000_000 // RATE)
-        stop = lambda: reactor.removeReader(reader)  # type: ignore[attr-defined]  # noqa: E731
+        stop = lambda: fds.removeReader(reader)  # noqa: E731
     elif kind == "loopingcall":
         loop = LoopingCall.withCount(lambda count: ticks.__setitem__(0, ticks[0] + count))
         reactor.callWhenRunning(loop.start, 1 / RATE)

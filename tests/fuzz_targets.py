@@ -14,13 +14,16 @@ from functools import cache
 
 import numpy as np
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from tia.protocol.control import ControlParser, ControlProtocolError
 from tia.protocol.custom import CustomSignalInfo, CustomSignalInfoError
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
 from tia.protocol.packet import PacketError, PacketStreamDecoder, decode_packet, encode_header
 from tia.protocol.xmlsafe import parse_xml
+from tia.server.control import ControlFactory, ServerControlProtocol
 from tia.sources.injected import EventRejected, parse_line
 
 
@@ -130,7 +133,7 @@ def event_line(data: bytes) -> None:
 
 
 @cache
-def _server_factory() -> object:
+def _server_factory() -> ControlFactory:
     from support import MemoryReactorWithUDP, ramp_config
 
     from tia.server.service import TiAService
@@ -141,8 +144,9 @@ def _server_factory() -> object:
 
 def server_control(data: bytes) -> None:
     """The daemon's control protocol: whatever arrives, it answers well-formed replies or closes."""
-    factory: object = _server_factory()
-    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))  # type: ignore[attr-defined]
+    factory = _server_factory()
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    assert isinstance(protocol, ServerControlProtocol)
     transport = StringTransport(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 9000), peerAddress=IPv4Address("TCP", "127.0.0.1", 5000)
     )
@@ -158,8 +162,8 @@ def server_control(data: bytes) -> None:
     finally:
         if protocol.tcp_listener is not None:
             protocol.tcp_listener.close()
-        protocol.connectionLost(None)
-        hub = factory.data.hub  # type: ignore[attr-defined]
+        protocol.connectionLost(Failure(ConnectionDone()))
+        hub = factory.data.hub
         for subscriber in hub.subscribers:
             hub.unsubscribe(subscriber)
 

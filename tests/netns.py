@@ -226,7 +226,7 @@ class Client:
         found = []
         for _, line in list(self.output.lines):
             if line.startswith("{"):
-                event = json.loads(line)
+                event: dict[str, Any] = json.loads(line)
                 if name is None or event["event"] == name:
                     found.append(event)
         return found
@@ -236,7 +236,8 @@ class Client:
         """The last figures reported (all zero before the first)."""
         for event in reversed(self.events()):
             if "packets" in event:
-                return event
+                latest: dict[str, Any] = event
+                return latest
         return {"packets": 0, "lost": 0, "gaps": 0, "reordered": 0, "duplicates": 0, "wrong": 0}
 
     def wait_for(self, condition: Callable[[dict[str, Any]], bool], what: str, timeout: float = 15.0,

@@ -145,13 +145,13 @@ def main() -> None:
     selector = selectors.DefaultSelector()
     for fd in (left, right):
         selector.register(fd, selectors.EVENT_READ)
-    selector.register(sys.stdin, selectors.EVENT_READ)
+    selector.register(sys.stdin, selectors.EVENT_READ, "commands")
     print("ready", flush=True)
     next_due: float | None = None
     while True:
         timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
         for key, _ in selector.select(timeout):
-            if key.fileobj is sys.stdin:
+            if key.data == "commands":
                 line = sys.stdin.readline()
                 if not line:
                     return

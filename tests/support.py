@@ -1,4 +1,6 @@
-"""Shared helpers of the test suite: configs from text, servers on real sockets and their peers."""
+"""Shared helpers of the test suite: configs from text, servers on real sockets and their peers,
+and the ways a test waits: on a Deferred the event fires, or ``until`` (``wait_for`` off the
+reactor) a cheap condition holds; ``sleep`` only where the duration itself is under test."""
 
 from __future__ import annotations
 
@@ -9,27 +11,34 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence, Sized
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pytest
 from twisted.internet import reactor, task
-from twisted.internet.address import IPv4Address
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.interfaces import IListeningPort, IReactorSocket, IReactorUDP, ISystemHandle, ITCPTransport
+from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import provider
 
 from tia.config import ServerConfig, parse_config
 from tia.daemon import build_service
-from tia.protocol.control import Command, ControlMessage, ControlParser, build_message
+from tia.protocol.control import Command, ControlMessage, ControlParser, ControlProtocolError, build_message
 from tia.protocol.packet import DataPacket, PacketStreamDecoder, decode_packet
 from tia.server.control import ServerControlProtocol
+from tia.server.data import TCPDataProtocol, UDPDestination
 from tia.server.service import TiAService
+from tia.server.tick import Tick
 from tia.sources.base import ISource
 
 RAMP_INI = """
@@ -89,19 +98,37 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(process: subprocess.Popen[bytes], port: int) -> None:
-    """Until ``process`` (stdout piped) accepts connections on ``port``; fails the test with its output if it ends
-    first or takes longer than 30 s."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"twistd did not start:\n{output}")
-            time.sleep(0.1)
+def accepts_connections(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def wait_for_port(
+    process: subprocess.Popen[bytes], port: int, log: Path | None = None, seconds: float = 30.0
+) -> None:
+    """Until ``process`` accepts connections on 127.0.0.1:``port``; fails the test with its output
+    (``log``, else its piped stdout) if it ends first or takes longer than ``seconds``."""
+
+    def output() -> str:
+        if log is not None:
+            return log.read_text(errors="replace")
+        return process.stdout.read().decode(errors="replace") if process.stdout else ""
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"the daemon ended (status {process.returncode}):\n{output()}")
+        return accepts_connections(port)
+
+    try:
+        wait_for(listening, seconds)
+    except AssertionError:
+        process.kill()  # its output ends, so it can be read whole
+        process.wait()
+        pytest.fail(f"the daemon did not listen on port {port} within {seconds:g} s:\n{output()}")
 
 
 def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
@@ -118,19 +145,7 @@ def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"daemon exited: {log_path.read_text(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"daemon not listening: {log_path.read_text(errors='replace')}"
-                    ) from None
-                time.sleep(0.05)
+        wait_for_port(process, port, log_path, seconds=20)
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -141,13 +156,137 @@ def start_daemon(arguments: list[str], workdir: Path) -> Iterator[str]:
             process.wait(5)
 
 
+POLL_SECONDS = 0.01
+"""How often ``wait_for`` and ``until`` look at their condition."""
+
+
 def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> None:
-    """Poll ``condition`` every 20 ms (blocking) until it holds; fail after ``seconds``."""
+    """Block until ``condition`` holds, polled every 10 ms; fail (AssertionError) after ``seconds``.
+    For threads and other processes; a test on the reactor waits with ``until``."""
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+            raise AssertionError(f"condition not met within {seconds:g} s")
+        time.sleep(POLL_SECONDS)
+
+
+def until(condition: Callable[[], bool], seconds: float = 15.0) -> Deferred[None]:
+    """Fires once ``condition`` holds (at once if it does now), polled on the reactor every 10 ms;
+    fails with AssertionError after ``seconds``. ``wait_for`` for tests on the reactor: it waits on
+    state no event announces (a count on the server's side, a kernel buffer), never for a fixed time."""
+    done: Deferred[None] = Deferred()
+    deadline = time.monotonic() + seconds
+
+    def poll() -> None:
+        try:
+            held = condition()
+        except Exception:
+            done.errback()
+            return
+        if held:
+            done.callback(None)
+        elif time.monotonic() > deadline:
+            done.errback(AssertionError(f"condition not met within {seconds:g} s"))
+        else:
+            reactor.callLater(POLL_SECONDS, poll)
+
+    poll()
+    return done
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    """Fires after ``seconds`` of reactor time: only where that duration is itself what the test is
+    about (nothing may happen meanwhile, a client paced below a rate); to wait for something to
+    happen, wait on it (a Deferred, ``until``, ``ticks``)."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+def read_available(
+    sock: socket.socket, would_block: tuple[type[Exception], ...] = (BlockingIOError,)
+) -> tuple[bytes, bool]:
+    """What the non-blocking ``sock`` holds now, and whether its peer has closed it (an EOF or a reset);
+    ``would_block``: what its ``recv`` raises when there is nothing (an SSL socket's differs)."""
+    chunks: list[bytes] = []
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+    except would_block:
+        return b"".join(chunks), False
+    except (ConnectionResetError, ConnectionRefusedError):
+        return b"".join(chunks), True
+
+
+class LogCapture:
+    """Collects formatted log lines (with their level name: ``info``, ``warn``...) until ``testcase``
+    ends, or, without one, until the ``with`` block it opens ends; ``wait_for`` one of them."""
+
+    def __init__(self, testcase: unittest.TestCase | None = None) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self._waiting: list[tuple[str, str, Deferred[str]]] = []
+
+        @provider(ILogObserver)
+        def observe(event: LogEvent) -> None:
+            level = getattr(event.get("log_level"), "name", "?")
+            line = formatEvent(event) or ""
+            self.lines.append((level, line))
+            for waiting in [w for w in self._waiting if w[0] == level and w[1] in line]:
+                self._waiting.remove(waiting)
+                reactor.callLater(0, waiting[2].callback, line)  # not inside whoever is logging
+
+        self._observer = observe
+        globalLogPublisher.addObserver(observe)
+        if testcase is not None:
+            testcase.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        globalLogPublisher.removeObserver(self._observer)
+
+    def __enter__(self) -> LogCapture:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.stop()
+
+    def find(self, level: str, text: str) -> list[str]:
+        return [line for lvl, line in self.lines if lvl == level and text in line]
+
+    def count(self, text: str) -> int:
+        """How many lines, at any level, contain ``text``."""
+        return sum(text in line for _, line in self.lines)
+
+    def wait_for(self, level: str, text: str) -> Deferred[str]:
+        """Fires with the first line at ``level`` containing ``text``, at once if one was logged."""
+        waiting: Deferred[str] = Deferred()
+        found = self.find(level, text)
+        if found:
+            waiting.callback(found[0])
+        else:
+            self._waiting.append((level, text, waiting))
+        return waiting
+
+
+class _TickCounter:
+    """A hub subscriber that fires once ``count`` ticks went out after it subscribed."""
+
+    def __init__(self, service: TiAService, count: int) -> None:
+        self.service, self.left = service, count
+        self.done: Deferred[None] = Deferred()
+
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        self.left -= len(ticks)
+        if self.left <= 0:
+            self.service.hub.unsubscribe(self)
+            reactor.callLater(0, self.done.callback, None)  # not inside the hub's fan-out
+
+
+def ticks(service: TiAService, count: int) -> Deferred[None]:
+    """Fires once the hub sent ``count`` more ticks to its subscribers (every one of them had them)."""
+    counter = _TickCounter(service, count)
+    service.hub.subscribe(counter)
+    return counter.done
 
 
 class FakeUDPPort:
@@ -179,7 +318,7 @@ class MemoryReactorWithUDP(MemoryReactorClock):
     ) -> FakeUDPPort:
         fake = FakeUDPPort(protocol)
         self.udp_ports.append(fake)
-        protocol.makeConnection(fake)  # type: ignore[arg-type]
+        protocol.makeConnection(fake)  # type: ignore[arg-type]  # a fake port: the write the server uses
         return fake
 
 
@@ -192,7 +331,9 @@ class Wire:
         self.hub = self.service.hub
         self.factory = self.service.factory
         self.service_metainfo_reply = build_message(Command.METAINFO, content=self.hub.metainfo.to_xml())
-        self.protocol: ServerControlProtocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", peer, 5000))
+        assert isinstance(protocol, ServerControlProtocol)
+        self.protocol = protocol
         self.transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 9000), peerAddress=IPv4Address("TCP", peer, 5000)
         )
@@ -202,7 +343,8 @@ class Wire:
         """Feed ``data`` to the server; returns what it wrote back."""
         self.transport.clear()
         self.protocol.dataReceived(data)
-        return self.transport.value()
+        written: bytes = self.transport.value()
+        return written
 
 
 MARKERS = """
@@ -223,18 +365,48 @@ CHANNELS, BLOCK = 4, 10
 P = TypeVar("P", bound=Protocol)
 
 
-def sleep(seconds: float) -> Deferred[None]:
-    """Fires after ``seconds`` of reactor time."""
-    return task.deferLater(reactor, seconds, lambda: None)
+class Peer(Protocol):
+    """A test peer: ``lost`` fires when its connection closes; ``wait_until`` waits on what it received."""
+
+    def __init__(self) -> None:
+        self.lost: Deferred[None] = Deferred()
+        self._waiting: list[tuple[Callable[[], bool], Deferred[None]]] = []
+
+    def wait_until(self, condition: Callable[[], bool]) -> Deferred[None]:
+        """Fires once ``condition`` holds: now, or after some data arrived; fails (AssertionError)
+        when the connection closes before it does."""
+        waiting: Deferred[None] = Deferred()
+        if condition():
+            waiting.callback(None)
+        elif self.lost.called:
+            waiting.errback(AssertionError("the connection closed before the condition held"))
+        else:
+            self._waiting.append((condition, waiting))
+        return waiting
+
+    def arrived(self) -> None:
+        """Subclasses call this after each arrival: fires the waits whose condition now holds."""
+        for waiting in [w for w in self._waiting if w[0]()]:
+            self._waiting.remove(waiting)
+            waiting[1].callback(None)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost.callback(None)
+        waiting, self._waiting = self._waiting, []
+        for condition, deferred in waiting:
+            if condition():
+                deferred.callback(None)
+            else:
+                deferred.errback(AssertionError("the connection closed before the condition held"))
 
 
-class ControlClient(Protocol):
+class ControlClient(Peer):
     """A minimal test peer: one request at a time, replies parsed by the core."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.parser = ControlParser()
         self.waiting: list[Deferred[ControlMessage]] = []
-        self.lost: Deferred[None] = Deferred()
 
     def request(self, command: str, content: bytes | None = None) -> Deferred[ControlMessage]:
         """Send ``command``, with ``content`` as its Content-Length body if given; fires with the reply."""
@@ -251,34 +423,67 @@ class ControlClient(Protocol):
         for message in self.parser.feed(data):
             self.waiting.pop(0).callback(message)
 
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
 
+class PacketCollector(Peer):
+    """A TCP data connection's peer: the packets it received, decoded."""
 
-class PacketCollector(Protocol):
     def __init__(self) -> None:
+        super().__init__()
         self.decoder = PacketStreamDecoder()
         self.packets: list[DataPacket] = []
-        self.lost: Deferred[None] = Deferred()
-        self._want: tuple[int, Deferred[None]] | None = None
 
     def dataReceived(self, data: bytes) -> None:
         self.packets.extend(self.decoder.feed(data))
-        if self._want and len(self.packets) >= self._want[0]:
-            d = self._want[1]
-            self._want = None
-            d.callback(None)
+        self.arrived()
 
     def wait_for(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if len(self.packets) >= count:
-            d.callback(None)
-        else:
-            self._want = (count, d)
-        return d
+        """Fires once ``count`` packets are in."""
+        return self.wait_until(lambda: len(self.packets) >= count)
 
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
+
+class RawClient(Peer):
+    """A peer that sends whatever it is told and records every byte it gets back (and, while they
+    parse, the control messages among them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = bytearray()
+        self.messages: list[ControlMessage] = []
+        self._parser: ControlParser | None = ControlParser()
+        self.connected_at = 0.0
+        self.lost_at: float | None = None
+
+    def connectionMade(self) -> None:
+        self.connected_at = time.monotonic()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self._parser is not None:
+            try:
+                self.messages.extend(self._parser.feed(data))
+            except ControlProtocolError:
+                self._parser = None  # not the control protocol (an HTTP reply): bytes only
+        self.arrived()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost_at = time.monotonic()
+        super().connectionLost(reason)
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def replies(self) -> list[str]:
+        """The command lines of the control messages received so far."""
+        lines = []
+        for message in self.messages:
+            separator = " -- " if message.command == "Error" else ":"
+            lines.append(message.command + (separator + message.parameter if message.parameter else ""))
+        return lines
+
+    def wait_for_replies(self, count: int) -> Deferred[None]:
+        """Fires once ``count`` control messages are in."""
+        return self.wait_until(lambda: len(self.messages) >= count)
 
 
 class UDPCollector(DatagramProtocol):
@@ -308,8 +513,59 @@ def port_of(message: ControlMessage) -> int:
 
 def tcp_connect(port: int, protocol: P) -> Deferred[P]:
     """Connect ``protocol`` to 127.0.0.1:``port``; fires with it once connected."""
-    connecting = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
-    return connecting.addCallback(lambda _: protocol)
+    connected: Deferred[P] = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol).addCallback(
+        lambda _: protocol
+    )
+    return connected
+
+
+def all_arrived(received: Sized, sender: TCPDataProtocol | UDPDestination) -> Deferred[None]:
+    """Fires once ``received`` holds every packet ``sender`` (the server's data connection or UDP
+    destination of a client that loses nothing) has sent: nothing is in flight any more."""
+    return until(lambda: len(received) >= sender.packets)
+
+
+def server_factory(build: Callable[[], Protocol]) -> ServerFactory:
+    """A factory serving each connection with ``build()``."""
+    factory: ServerFactory = ServerFactory()
+    factory.protocol = build
+    return factory
+
+
+def port_number(listening: IListeningPort) -> int:
+    """The TCP port number ``listening`` is bound to."""
+    address = listening.getHost()
+    assert isinstance(address, IPv4Address | IPv6Address)
+    return address.port
+
+
+def unsent_bytes(transport: object) -> int:
+    """What Twisted holds for the TCP ``transport``: written by its protocol, not yet taken by the kernel."""
+    connection = cast(FileDescriptor, transport)
+    return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+
+
+def socket_of(protocol: Protocol) -> socket.socket:
+    """The socket beneath ``protocol``'s TCP connection (beneath TLS too)."""
+    transport: object = protocol.transport
+    while transport is not None:
+        if ISystemHandle.providedBy(transport):
+            handle = ISystemHandle(transport).getHandle()
+            if isinstance(handle, socket.socket):
+                return handle
+        transport = getattr(transport, "transport", None)  # TLS: the TCP transport beneath
+    raise AssertionError(f"{protocol!r} is not on a TCP connection")
+
+
+def local_port(peer: Protocol | socket.socket) -> int:
+    """The local port of a connected test peer (a protocol, or a plain socket)."""
+    if isinstance(peer, socket.socket):
+        port: int = peer.getsockname()[1]
+        return port
+    assert peer.transport is not None
+    host = peer.transport.getHost()
+    assert isinstance(host, IPv4Address)
+    return host.port
 
 
 class SocketTestCase(unittest.TestCase):
@@ -328,38 +584,60 @@ class SocketTestCase(unittest.TestCase):
     def connect(self, port: int, protocol: P, abort: bool = False) -> Deferred[P]:
         """:func:`tcp_connect`, closed (with ``abort``: reset) when the test ends."""
 
-        def close() -> None:
-            transport: Any = protocol.transport
-            if transport is None:
-                return
-            if abort:
-                transport.abortConnection()
-            else:
-                transport.loseConnection()
-
         def connected(protocol: P) -> P:
-            self.addCleanup(close)
+            self.close_at_end(protocol, abort)
             return protocol
 
         return tcp_connect(port, protocol).addCallback(connected)
 
+    def close_at_end(self, protocol: Protocol, abort: bool = False) -> None:
+        """Close ``protocol``'s connection (with ``abort``: reset) when the test ends, if still open."""
+
+        def close() -> None:
+            transport = protocol.transport
+            if transport is None:
+                return
+            if abort:
+                cast(ITCPTransport, transport).abortConnection()
+            else:
+                transport.loseConnection()
+
+        self.addCleanup(close)
+
+    def adopt(self, sock: socket.socket, protocol: P) -> P:
+        """Hand the connected ``sock`` over to the reactor, ``protocol`` reading it from now on
+        (a peer that did not read so far reads as fast as it can); closed when the test ends."""
+        IReactorSocket(reactor).adoptStreamConnection(sock.fileno(), sock.family, server_factory(lambda: protocol))
+        sock.close()  # the reactor holds its own duplicate
+        self.close_at_end(protocol, abort=True)
+        return protocol
+
+    def session(self, peer: Protocol | socket.socket) -> Deferred[ServerControlProtocol]:
+        """Fires with the server's side of ``peer``'s control connection once the server accepted it."""
+        port = local_port(peer)
+        found: list[ServerControlProtocol] = []
+
+        def accepted() -> bool:
+            found.extend(s for s in self.service.factory.sessions if s.peer.endswith(f":{port}"))
+            return bool(found)
+
+        return until(accepted).addCallback(lambda _: found[0])
+
     def udp_receiver(self, port: int, interface: str = "127.0.0.1") -> UDPCollector:
         """The datagrams sent to ``port`` on ``interface`` ("": every interface), until the test ends."""
         receiver = UDPCollector()
-        listening = reactor.listenUDP(port, receiver, interface=interface, maxPacketSize=65535)
+        listening = IReactorUDP(reactor).listenUDP(port, receiver, interface=interface, maxPacketSize=65535)
         self.addCleanup(listening.stopListening)
         return receiver
 
     def unread_socket(self, port: int) -> socket.socket:
-        """A non-blocking plain socket with a 4 kB receive buffer connecting to 127.0.0.1:``port``."""
+        """A plain socket with a 4 kB receive buffer connected to 127.0.0.1:``port``, non-blocking
+        and never read unless the test does."""
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
         self.addCleanup(sock.close)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
+        sock.connect(("127.0.0.1", port))  # loopback: returns once the server's kernel accepted it
+        sock.setblocking(False)
         return sock
 
     def control(self) -> Deferred[ControlClient]:
@@ -371,19 +649,19 @@ class SocketTestCase(unittest.TestCase):
         return self.connect(port, PacketCollector())
 
     @inlineCallbacks
-    def dropping_side(self, slow: socket.socket) -> Generator[Deferred[Any], Any, Any]:
+    def dropping_side(self, slow: socket.socket) -> Generator[Deferred[Any], Any, TCPDataProtocol]:
         """The server's data connection to ``slow`` (a client that does not read), once it has
         had to drop more than 50 packets for it."""
-        server_side = None
-        for _ in range(100):
-            yield sleep(0.05)
-            server_side = next(c.tcp_data for c in self.service.factory.sessions if c.tcp_data and
-                               c.tcp_data.transport.getPeer().port == slow.getsockname()[1])
-            if server_side.dropped > 50:
-                break
-        assert server_side is not None
-        self.assertGreater(server_side.dropped, 50)
-        return server_side
+        port = local_port(slow)
+        found: list[TCPDataProtocol] = []
+
+        def dropping() -> bool:
+            found[:] = [s.tcp_data for s in self.service.factory.sessions
+                        if s.tcp_data is not None and s.tcp_data.peer.endswith(f":{port}")]
+            return bool(found) and found[0].dropped > 50
+
+        yield until(dropping)
+        return found[0]
 
     @inlineCallbacks
     def assert_exact_while_another_drops(
@@ -400,18 +678,13 @@ class SocketTestCase(unittest.TestCase):
         slow.setblocking(False)
         decoder = PacketStreamDecoder()
         slow_numbers: list[int] = []
-        for _ in range(250):  # drain what the kernel and the server held, until the gap shows
-            yield sleep(0.02)
-            try:
-                while True:
-                    chunk = slow.recv(1 << 20)
-                    if not chunk:
-                        break
-                    slow_numbers.extend(p.connection_number for p in decoder.feed(chunk))
-            except would_block:
-                pass
-            if any(b - a > 1 for a, b in pairwise(slow_numbers)):
-                break
+
+        def gap_seen() -> bool:  # drain what the kernel and the server held, until the gap shows
+            data, _ = read_available(slow, would_block)
+            slow_numbers.extend(p.connection_number for p in decoder.feed(data))
+            return any(b - a > 1 for a, b in pairwise(slow_numbers))
+
+        yield until(gap_seen)
         self.assertEqual(slow_numbers[0], 0)
         self.assertTrue(any(b - a > 1 for a, b in pairwise(slow_numbers)))
         self.assertEqual(sorted(set(slow_numbers)), slow_numbers)

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import config_from_text, start_daemon
+from support import LogCapture, config_from_text, start_daemon, ticks
 from test_cli import read_line
-from test_recording_server import LogCapture, scratch, ticks
+from test_recording_server import scratch
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 

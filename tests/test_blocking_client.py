@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,7 +199,7 @@ class Session:
             return
         for i in range(0, len(data), step):
             self.conn.sendall(data[i : i + step])
-            time.sleep(pause)
+            time.sleep(pause)  # the pace under test: each piece a read of its own
 
     def expect(self, expected: bytes, reply: bytes, step: int = 0, pause: float = 0.0) -> None:
         got = self.request()
@@ -567,7 +568,7 @@ def test_packets_sent_one_byte_at_a_time(serve: Callable[[Scenario], FakeServer]
                 data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 for i in range(len(stream)):
                     data.sendall(stream[i : i + 1])
-                    time.sleep(0.0003)
+                    time.sleep(0.0003)  # the pace under test: each byte a read of its own
                 session.expect(request(Command.STOP_DATA_TRANSMISSION), OK)
                 session.wait_closed()
 
@@ -794,7 +795,7 @@ def test_udp_start_refused_closes_the_socket(serve: Callable[[Scenario], FakeSer
 # -- TiAPacket against the seed ----------------------------------------------------
 
 
-def seed_packet(raw: bytes) -> object:
+def seed_packet(raw: bytes) -> Any:
     pytia = pytest.importorskip("pytia")
     header = pytia.TIA_RAW_HEADER.unpack(raw[:33])
     return pytia.TiAClient("127.0.0.1", 1)._process_packet(raw, header)
@@ -804,12 +805,12 @@ def test_packet_fields_match_the_seed() -> None:
     for raw in make_packets(2):
         ours = TiAPacket.from_data_packet(decode_packet(raw))
         seed = seed_packet(raw)
-        assert ours.channels == list(seed.channels)  # type: ignore[attr-defined]
-        assert ours.blocksizes == list(seed.blocksizes)  # type: ignore[attr-defined]
-        assert ours.packet_id == seed.packet_id  # type: ignore[attr-defined]
-        assert ours.packet_number == seed.packet_number  # type: ignore[attr-defined]
-        assert ours.timestamp == seed.timestamp  # type: ignore[attr-defined]
-        assert [tuple(s.tolist()) for s in ours.signals] == list(seed.signals)  # type: ignore[attr-defined]
+        assert ours.channels == list(seed.channels)
+        assert ours.blocksizes == list(seed.blocksizes)
+        assert ours.packet_id == seed.packet_id
+        assert ours.packet_number == seed.packet_number
+        assert ours.timestamp == seed.timestamp
+        assert [tuple(s.tolist()) for s in ours.signals] == list(seed.signals)
 
 
 def test_get_channel_matches_the_seed() -> None:
@@ -824,7 +825,7 @@ def test_get_channel_matches_the_seed() -> None:
             mine = ours.get_channel(sindex, cindex)
             theirs = seed.get_channel(sindex, cindex)
             assert list(mine) == list(theirs), (sindex, cindex)
-    assert ours.get_channel(0, 1).tolist() == [104.0, 105.0, 106.0, 107.0]  # type: ignore[union-attr]
+    assert list(ours.get_channel(0, 1)) == [104.0, 105.0, 106.0, 107.0]
     assert ours.get_channel(0, 3) == []
     assert ours.get_channel(1) is ours.signals[1]
     with pytest.raises(IndexError):
@@ -866,6 +867,7 @@ def test_lazy_exports_are_listed_and_unknown_names_fail() -> None:
     from tia import seed
     from tia.client import control, data, errors, events, packet, recording_control, sequence, stream
 
+    assert isinstance(tia.__all__, list) and isinstance(tia.client.__all__, list)  # lazily made lists
     assert set(tia.__all__) == {"__version__", *blocking.__all__, *seed.__all__}
     modules = (errors, blocking, packet, events, recording_control, sequence, control, data, stream)
     assert set(tia.client.__all__) == {name for module in modules for name in module.__all__}

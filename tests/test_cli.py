@@ -16,7 +16,7 @@ import itertools
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from signal import SIGHUP, SIGINT, SIGTERM, Signals, getsignal
@@ -114,19 +114,26 @@ def test_readme_documents_every_command() -> None:
     assert documented == ["SUBCOMMAND", *COMMANDS]
 
 
-def test_the_command_never_loads_the_server() -> None:
-    """Only ``tia convert`` (the journal reader) and ``tia lsl`` (the bridge) may, when they run."""
+def test_the_command_never_loads_the_server(tmp_path: Path) -> None:
+    """No command loads the server's modules, ``tia convert`` (the journal reader) and ``tia lsl``
+    (the bridge) included; ``tia lsl`` alone loads ``tia.sources``, for its pylsl loader."""
     code = (
         "import sys\n"
         "from tia.cli import main\n"
         "import tia.cli.parser\n"
+        "def loaded(*packages):\n"
+        "    return [m for m in sys.modules if m.startswith(packages)]\n"
         "assert main(['info', '127.0.0.1:1', '--timeout', '1']) == 1\n"
         "assert main(['event', '--host', '127.0.0.1:1', '--timeout', '1', '7']) == 1\n"
         "assert main(['recording', 'status', '127.0.0.1:1', '--timeout', '1']) == 1\n"
-        "loaded = [m for m in sys.modules if m.startswith(('tia.server', 'tia.config', 'tia.sources'))]\n"
-        "assert not loaded, loaded\n"
+        "assert main(['convert', 'missing.tia', '-o', 'never.edf']) == 1\n"
+        "assert not loaded('tia.server', 'tia.config', 'tia.sources', 'tia.daemon'), loaded('tia')\n"
+        "assert main(['lsl', '127.0.0.1:1', '--timeout', '1', '--seconds', '1']) == 1\n"
+        "assert not loaded('tia.server', 'tia.config', 'tia.daemon'), loaded('tia')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -452,9 +459,8 @@ def test_record_edf_bdf(
     assert document.annotations == ()
     eeg = np.array([s.data for s in document.signals[:4]])
     start = _ramp_phase(float(eeg[0, 0]))
-    for signal, row, expected in zip(
-        document.signals[:4], eeg, ramp_values(4, start, 1000), strict=True
-    ):
+    signals: Sequence[edfio.EdfSignal | edfio.BdfSignal] = document.signals
+    for signal, row, expected in zip(signals[:4], eeg, ramp_values(4, start, 1000), strict=True):
         low, high = signal.physical_range
         digital_low, digital_high = signal.digital_range
         step = (high - low) / (digital_high - digital_low)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ramp_values
-from test_cli import run, start_daemon
+from support import ramp_values, start_daemon
+from test_cli import run
 from test_tls import PKI, make_pki
 
 from tia import cli

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from support import BLOCK, CHANNELS, SocketTestCase, ramp_config, ramp_values, sleep
+from support import BLOCK, CHANNELS, SocketTestCase, ramp_config, ramp_values, until
 from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
 
@@ -27,13 +27,12 @@ class LiveClientTests(SocketTestCase):
             np.testing.assert_array_equal(block, ramp_values(CHANNELS, packet_id * BLOCK, BLOCK))
 
     @inlineCallbacks
-    def _stream(self, transport: str) -> Any:
+    def _stream(self, transport: Literal["TCP", "UDP"]) -> Any:
         packets: list[DataPacket] = []
         stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport=transport, onPacket=packets.append)
         meta = yield stream.start()
         self.assertEqual(meta.signal("eeg").num_channels, CHANNELS)
-        while len(packets) < 30:
-            yield sleep(0.05)
+        yield until(lambda: len(packets) >= 30)
         yield stream.stop()
         self.check([p.packet_id for p in packets], [p.connection_number for p in packets],
                    [p.signals[1] for p in packets])

@@ -3,6 +3,8 @@ the customized metainfo; and the control channel's SetCustomSignalInfo over Stri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 import support
 from hypothesis import given, settings
@@ -21,6 +23,7 @@ from tia.protocol.custom import (
 )
 from tia.protocol.metainfo import MetaInfo, SignalInfo, Subject
 from tia.protocol.signals import by_name
+from tia.server.control import ServerControlProtocol
 from tia.server.custom import CustomStream
 
 
@@ -218,7 +221,7 @@ def test_spec_defaults_aliases_labels_and_flags() -> None:
 )
 def test_spec_rejections(spec: dict[object, object], reason: str) -> None:
     with pytest.raises(CustomSignalInfoError) as caught:
-        CustomSignalInfo.from_spec(spec, SERVER)  # type: ignore[arg-type]
+        CustomSignalInfo.from_spec(spec, SERVER)  # type: ignore[arg-type]  # the wrong specs under test
     assert reason in str(caught.value)
 
 
@@ -319,7 +322,7 @@ def test_master_of_the_customized_metainfo() -> None:
 
 
 def test_identity() -> None:
-    everything = {s.type.name: {} for s in SERVER.signals}
+    everything: dict[str | int, Mapping[str, object] | None] = {s.type.name: {} for s in SERVER.signals}
     assert CustomSignalInfo.from_spec(everything, SERVER).is_identity(SERVER)
     assert not CustomSignalInfo.from_spec({**everything, "eeg": {"downsample": 2}}, SERVER).is_identity(SERVER)
     reordered = {**everything, "eog": {"channels": [2, 1]}}
@@ -349,6 +352,7 @@ SELECT = request(signal('type="eeg" downsamplingFactor="2" numChannels="2"', 3, 
 def test_accepted_then_metainfo_describes_this_connection_only() -> None:
     wire = Wire()
     other = wire.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5001))
+    assert isinstance(other, ServerControlProtocol)
     other_transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5001))
     other.makeConnection(other_transport)
 
@@ -430,7 +434,7 @@ def test_unicast_udp_is_customized_and_unsubscribed_on_stop_and_close() -> None:
     assert isinstance(subscriber, CustomStream)
     assert subscriber.targets == (wire.protocol.udp_destination,)
     wire.command("StopDataTransmission")
-    assert wire.hub.subscribers == ()
+    assert not wire.hub.subscribers
     wire.command("StartDataTransmission")
     (again,) = wire.hub.subscribers  # a fresh stream, its filter primed afresh after the gap
     assert isinstance(again, CustomStream) and again.targets == (wire.protocol.udp_destination,)

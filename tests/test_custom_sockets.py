@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from scipy import signal
-from support import ControlClient, SocketTestCase, config_from_text, port_of, ramp_values, sleep
+from support import ControlClient, SocketTestCase, all_arrived, config_from_text, port_of, ramp_values, until
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 
@@ -161,8 +161,7 @@ class ThreeClientsTests(CustomServerTestCase):
 
         yield plain_data.wait_for(40)
         yield reference_data.wait_for(40)
-        while len(received) < 40:
-            yield sleep(0.02)
+        yield until(lambda: len(received) >= 40)
         yield stream.stop()
 
         assert_plain(plain_data.packets)
@@ -210,7 +209,7 @@ class ThreeClientsTests(CustomServerTestCase):
         yield control.request("StartDataTransmission")
         yield collector.wait_for(10)
         yield control.request("StopDataTransmission")
-        yield sleep(0.1)
+        yield all_arrived(collector.packets, (yield self.session(control)).tcp_data)  # what was in flight
         before = len(collector.packets)
         yield control.request("StartDataTransmission")
         yield collector.wait_for(before + 10)
@@ -283,8 +282,7 @@ class UnicastUDPTests(CustomServerTestCase):
         port = port_of((yield control.request("GetDataConnection:UDP")))
         receiver = self.udp_receiver(port)
         yield control.request("StartDataTransmission")
-        while len(receiver.packets) < 20:
-            yield sleep(0.02)
+        yield until(lambda: len(receiver.packets) >= 20)
         yield control.request("StopDataTransmission")
         assert_reference_selection(receiver.packets)  # loopback does not lose datagrams at this rate
 

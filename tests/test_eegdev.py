@@ -18,7 +18,7 @@ from __future__ import annotations
 import glob
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +72,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
-def serve(order: str, blocksize: int, workdir: Path) -> Iterator[str]:
+def serve(order: str, blocksize: int, workdir: Path) -> Generator[str, None, None]:
     """The daemon on a free port serving SIGNALS as ramps; yields 'host:port'."""
     sources = "".join(
         SOURCE.format(kind=kind, rate=RATE, blocksize=blocksize, channels=channels) for kind, channels in SIGNALS

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import pytest
-from support import SocketTestCase, config_from_text, ramp_config, sleep
+from support import SocketTestCase, config_from_text, ramp_config, until
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.protocols.basic import LineReceiver
@@ -152,13 +152,13 @@ class InjectedEventsTests(SocketTestCase):
         self.assertEqual(refused, 1)
         self.assertEqual(output.getvalue().count("\n"), 1)  # nothing more printed for the refusal
 
-    def test_a_taken_events_port_fails_start_up_cleanly(self) -> None:
+    def test_a_taken_events_port_fails_start_up_cleanly(self) -> Deferred[None]:
         endpoint = f"tcp:{self.service.events_port}:interface=127.0.0.1"
         other = build_service(ramp_config(rate=100, blocksize=1, channels=1, extra=EVENTS.format(endpoint=endpoint)))
         with self.assertRaisesRegex(ListenError, "cannot listen on .*Address already in use"):
             other.startService()
         self.assertFalse(other.running)
-        return sleep(0)  # let its control port, bound first and then released, close
+        return until(lambda: other.factory.numPorts == 0)  # its control port, bound first, closes
 
 
 def test_line_grammar() -> None:
@@ -178,7 +178,8 @@ def test_router_by_source_name_type_and_alias() -> None:
     assert router.post("keys 3").spec.name == "keys"
     assert router.post("mouse 3").spec.name == "keys"  # keycode's alias
     assert router.post("buttons 1 0").spec.name == "pad"
-    assert [float(v) for v in sources[2].read(0)[:, 0]] == [1.0, 0.0]  # type: ignore[index]
+    posted = sources[2].read(0)
+    assert posted is not None and [float(v) for v in posted[:, 0]] == [1.0, 0.0]
     assert sources[2].read(1) is None
 
 

@@ -110,7 +110,7 @@ class FakeConnection:
 
 
 def writer_for(connection: FakeConnection) -> DirectWriter:
-    return DirectWriter(connection)  # type: ignore[arg-type]
+    return DirectWriter(connection)  # type: ignore[arg-type]  # a fake connection: the socket and buffer it reads
 
 
 def test_an_empty_buffer_sends_header_and_body_in_one_send() -> None:

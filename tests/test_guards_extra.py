@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import SocketTestCase, config_from_text, port_of, ramp_config, sleep, tcp_connect
+from support import LogCapture, RawClient, SocketTestCase, config_from_text, port_of, ramp_config, tcp_connect
 from test_events import EVENTS
-from test_hostile import RawClient
-from twisted.internet.defer import inlineCallbacks
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 
 from tia.config import ConfigError
 
@@ -25,22 +25,18 @@ class LoggingCase(SocketTestCase):
     timeout = 30
 
     def setUp(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.log = LogCapture(self)
 
     def logged(self, text: str) -> int:
-        return sum(text in (formatEvent(event) or "") for event in self.events)
+        return self.log.count(text)
 
-    def raw_from(self, port: int, source: str = "127.0.0.1") -> Any:
+    def raw_from(self, port: int, source: str = "127.0.0.1") -> Deferred[RawClient]:
         """A RawClient connected to 127.0.0.1:``port`` from the local address ``source``."""
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
         client = RawClient()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
-        self.addCleanup(lambda: client.transport.abortConnection() if client.transport else None)
-        return connectProtocol(endpoint, client).addCallback(lambda _: client)
+        self.close_at_end(client, abort=True)
+        connected: Deferred[RawClient] = connectProtocol(endpoint, client).addCallback(lambda _: client)
+        return connected
 
 
 class PerHostLimitTests(LoggingCase):
@@ -63,7 +59,7 @@ class PerHostLimitTests(LoggingCase):
         self.assertEqual(self.logged("refused a control connection from 127.0.0.1: 2 connections from one host"), 1)
         other = yield self.raw_from(self.port, source="127.0.0.2")  # another peer address: its own budget
         other.send(b"TiA 1.0\nCheckProtocolVersion\n\n")
-        yield sleep(0.1)
+        yield other.wait_for_replies(1)
         self.assertEqual(bytes(other.received), b"TiA 1.0\nOK\n\n")
         self.assertFalse(other.lost.called)
 
@@ -77,12 +73,12 @@ class PerHostLimitTests(LoggingCase):
         self.assertEqual([c.lost.called for c in listeners[:2]], [False, False])
         self.assertEqual(self.logged("refused a server-state connection from 127.0.0.1: 2 connections"), 1)
 
+        leaving = yield self.session(second)
         second.transport.loseConnection()  # a slot is free again
-        yield second.lost
-        yield sleep(0.05)
+        yield leaving.closed
         newcomer = yield self.raw_from(self.port)
         newcomer.send(b"TiA 1.0\nCheckProtocolVersion\n\n")
-        yield sleep(0.1)
+        yield newcomer.wait_for_replies(1)
         self.assertEqual(bytes(newcomer.received), b"TiA 1.0\nOK\n\n")
         count = len(healthy.packets)
         yield healthy.wait_for(count + 10)
@@ -102,16 +98,16 @@ class AllowListCase(LoggingCase):
     def post(self) -> Any:
         """What the [events] endpoint answers to ``7``; b"" when it closes without a word."""
         poster = yield tcp_connect(self.service.events_port, RawClient())
-        self.addCleanup(lambda: poster.transport.abortConnection() if poster.transport else None)
+        self.close_at_end(poster, abort=True)
         poster.send(b"7\n")
-        yield sleep(0.1)
+        yield poster.wait_until(lambda: poster.received.endswith(b"\n") or poster.lost.called)
         return bytes(poster.received)
 
     @inlineCallbacks
     def get_status(self) -> Any:
         """What the web monitor answers to GET /status; b"" when it closes without a word."""
         client = yield tcp_connect(self.service.getServiceNamed("web").port, RawClient())
-        self.addCleanup(lambda: client.transport.abortConnection() if client.transport else None)
+        self.close_at_end(client, abort=True)
         client.send(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         yield client.lost
         return bytes(client.received)
@@ -150,14 +146,11 @@ class EventsUnixSocketTests(LoggingCase):
 
     @inlineCallbacks
     def test_a_unix_socket_poster_is_served(self) -> Any:
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-
         poster = RawClient()
         yield connectProtocol(UNIXClientEndpoint(reactor, str(self.path)), poster)
-        self.addCleanup(poster.transport.loseConnection)
+        self.close_at_end(poster)
         poster.send(b"7\n")
-        yield sleep(0.1)
+        yield poster.wait_until(lambda: poster.received.endswith(b"\n") or poster.lost.called)
         self.assertEqual(bytes(poster.received), b"OK\n")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,14 @@ from support import (
     check_stream,
     port_of,
     ramp_config,
-    sleep,
     tcp_connect,
+    until,
 )
 from twisted.internet import defer
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial import unittest
 
-from tia.server.control import ServerControlProtocol
+from tia.server.control import ControlFactory, ServerControlProtocol
 from tia.server.data import TCPDataListener, TCPDataProtocol
 
 
@@ -44,10 +45,10 @@ def rss_bytes() -> int:
     return 0
 
 
-def live(kind: type, factory: object) -> int:
+def live(kind: type, factory: ControlFactory) -> int:
     """Instances of ``kind`` still alive that belong to the server of ``factory`` (other tests' aside)."""
 
-    sessions = factory.sessions  # type: ignore[attr-defined]
+    sessions = factory.sessions
 
     def owner(obj: object) -> object:
         if isinstance(obj, ServerControlProtocol):
@@ -99,24 +100,23 @@ class ChurnTests(SocketTestCase):
             yield defer.gatherResults([self.client(n % 4) for n in range(start, start + batch)])
 
     @inlineCallbacks
-    def settle(self) -> Any:
-        for _ in range(50):  # until the server has seen every close
-            yield sleep(0.02)
-            if len(self.service.factory.sessions) == 1 and len(self.service.hub.subscribers) == 1:
-                break
-        yield sleep(0.1)
+    def settle(self, fds: int) -> Generator[Deferred[Any], Any, None]:
+        """Until the server has seen every close and every descriptor is back to ``fds``."""
+        yield until(lambda: len(self.service.factory.sessions) == 1 and len(self.service.hub.subscribers) == 1
+                    and open_fds() == fds)
         gc.collect()
 
     @inlineCallbacks
     def test_200_clients_join_and_leave_while_one_streams(self) -> Any:
         _, collector = yield self.streaming(packets=0)  # the stayer, streaming throughout
+        fds = open_fds()
 
         yield self.churn(40)  # warm-up: caches, allocator arenas, lazily built objects
-        yield self.settle()
-        fds, rss = open_fds(), rss_bytes()
+        yield self.settle(fds)
+        rss = rss_bytes()
 
         yield self.churn(200)
-        yield self.settle()
+        yield self.settle(fds)
         self.assertEqual(open_fds(), fds)
         self.assertLess(rss_bytes() - rss, 4 << 20)
         factory = self.service.factory

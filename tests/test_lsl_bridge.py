@@ -28,7 +28,7 @@ from tia.daemon import build_service
 from tia.lsl.outlets import LSLOutletSink
 
 try:
-    import pylsl  # type: ignore[import-untyped]
+    import pylsl
 
     pylsl.local_clock()
     LSL_MISSING: str | None = None

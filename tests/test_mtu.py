@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support import ramp_config
-from twisted.logger import formatEvent, globalLogPublisher
+from support import LogCapture, ramp_config
 
 from tia.daemon import build_service
 from tia.server import mtu
@@ -52,16 +50,13 @@ def test_the_route_mtu_of_loopback() -> None:
 @pytest.mark.parametrize(("channels", "warnings"), [(256, 1), (4, 0)])
 def test_logged_once_at_start_up(monkeypatch: pytest.MonkeyPatch, channels: int, warnings: int) -> None:
     monkeypatch.setattr(mtu, "smallest_interface_mtu", lambda: PathMTU(1500, "interface eth0"))
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
     service = build_service(ramp_config(rate=2048, blocksize=8, channels=channels))
-    try:
-        service.startService()
-    finally:
-        service.stopService()
-        globalLogPublisher.removeObserver(events.append)
-    texts = [formatEvent(event) or "" for event in events]
-    found = [text for text in texts if "MTU" in text]
+    with LogCapture() as log:
+        try:
+            service.startService()
+        finally:
+            service.stopService()
+    found = [line for _, line in log.lines if "MTU" in line]
     assert len(found) == warnings, found
     if warnings:
         assert "8229 bytes exceed the 1500-byte MTU of interface eth0" in found[0]

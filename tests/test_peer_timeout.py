@@ -11,10 +11,9 @@ import socket
 from typing import Any
 
 import pytest
-from support import SocketTestCase, port_of, ramp_config, sleep
+from support import LogCapture, SocketTestCase, port_of, ramp_config, socket_of, until
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Protocol
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tia.config import ConfigError
 from tia.server.guard import keepalive_timers
@@ -46,22 +45,21 @@ class PeerTimeoutSocketTests(SocketTestCase):
     timeout = 20
 
     def setUp(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.log = LogCapture(self)
         self.serve(ramp_config(rate=1000, blocksize=10, server_extra="peer_timeout = 7"))
 
     @inlineCallbacks
     def test_control_data_and_state_connections_get_the_timers(self) -> Any:
         control, _ = yield self.streaming()
         yield self.connect(port_of((yield control.request("GetServerStateConnection"))), Protocol())
-        yield sleep(0.05)
+        yield until(lambda: len(self.service.state.clients) == 1)
         (server_control,) = self.service.factory.sessions
         (state,) = self.service.state.clients
+        assert server_control.tcp_data is not None
         sockets = {
-            "control": server_control.transport.getHandle(),
-            "data": server_control.tcp_data.transport.getHandle(),
-            "state": state.transport.getHandle(),
+            "control": socket_of(server_control),
+            "data": socket_of(server_control.tcp_data),
+            "state": socket_of(state),
         }
         idle, interval, probes, user_timeout_ms = keepalive_timers(7)
         for name, sock in sockets.items():
@@ -76,11 +74,8 @@ class PeerTimeoutSocketTests(SocketTestCase):
         _, collector = yield self.streaming()
         collector.transport.abortConnection()  # a reset: what the server sees when its timers give up, too
         yield collector.lost
-        for _ in range(100):
-            if not self.service.factory.sessions or next(iter(self.service.factory.sessions)).tcp_data is None:
-                break
-            yield sleep(0.02)
-        texts = [formatEvent(event) or "" for event in self.events]
-        gone = [text for text in texts if "is gone" in text]
-        self.assertEqual(len(gone), 1, texts)
+        yield self.log.wait_for("warn", "is gone")
+        yield until(lambda: all(session.tcp_data is None for session in self.service.factory.sessions))
+        gone = [line for _, line in self.log.lines if "is gone" in line]
+        self.assertEqual(len(gone), 1, self.log.lines)
         self.assertIn("no answer for 7 s, or a reset", gone[0])

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from support import ramp_config, sleep
+from support import ramp_config, sleep, until
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.task import LoopingCall
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -29,6 +30,18 @@ SKIP = None if PreciseClock.available(reactor) else f"PreciseClock needs a Linux
 
 def precise_readers() -> list[object]:
     return [reader for reader in reactor.getReaders() if isinstance(reader, PreciseClock)]
+
+
+class WakeUpRecordingClock(PreciseClock):
+    """A PreciseClock noting the time of each of its wake-ups."""
+
+    def __init__(self, reactor: IReactorFDSet) -> None:
+        super().__init__(reactor)
+        self.wake_ups: list[float] = []
+
+    def doRead(self) -> None:
+        self.wake_ups.append(time.monotonic())
+        super().doRead()
 
 
 class PreciseClockTests(unittest.TestCase):
@@ -87,7 +100,7 @@ class PreciseClockTests(unittest.TestCase):
     def test_cancel_everything_then_schedule_again(self) -> Any:
         self.clock.callLater(0.005, self.record("gone")).cancel()
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        yield sleep(0.03)  # disarmed: nothing may fire
+        yield sleep(0.03)  # the quiet time under test: disarmed, nothing may fire
         self.clock.callLater(0.005, self.record("later"))
         yield self.after(0.010)
         self.assertEqual(self.names(), ["later"])
@@ -160,7 +173,7 @@ class PreciseClockTests(unittest.TestCase):
     def test_reopens_after_close_and_pending_calls_survive(self) -> Any:
         self.clock.callLater(0.005, self.record("kept"))
         self.clock.close()
-        yield sleep(0.02)  # closed: nothing can fire
+        yield sleep(0.02)  # the quiet time under test: closed, nothing can fire
         self.assertEqual(self.names(), [])
         self.clock.callLater(0.005, self.record("new"))
         yield self.after(0.010)
@@ -189,20 +202,26 @@ class PreciseClockTests(unittest.TestCase):
         self.assertGreater(len(counts), 50)  # it really ticked, not one huge catch-up
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-
     @inlineCallbacks
     def test_a_grid_of_ticks_keeps_a_periodic_timer_and_stopping_leaves_no_wake_ups(self) -> Any:
+        self.clock = WakeUpRecordingClock(reactor)
+        self.addCleanup(self.clock.close)
+        wake_ups = self.clock.wake_ups
         arms: list[tuple[int, int]] = []
-        wake_ups: list[float] = []
         counts: list[int] = []
         loop = LoopingCall.withCount(counts.append)
         loop.clock = self.clock
         loop.start(0.001, now=False)
         timer: Any = self.clock._timer
-        real_arm, real_read = timer.arm, self.clock.doRead
-        timer.arm = lambda deadline, period=0: (arms.append((deadline, period)), real_arm(deadline, period))[1]
-        self.clock.doRead = lambda: (wake_ups.append(time.monotonic()), real_read())[1]  # type: ignore[method-assign]
-        yield sleep(0.3)  # on the reactor's own timer: the clock under test must fall silent after
+        real_arm = timer.arm
+
+        def arm(deadline: int, period: int = 0) -> None:
+            arms.append((deadline, period))
+            real_arm(deadline, period)
+
+        timer.arm = arm
+        # the time under test, on the reactor's own timer: the clock under test must fall silent after
+        yield sleep(0.3)
         ticks = sum(counts)
         self.assertGreater(ticks, 50)
         # the kernel re-arms the grid by itself: only a late (caught-up) tick needs a new setting
@@ -211,7 +230,7 @@ class PreciseClockTests(unittest.TestCase):
             self.assertLess(abs(arms[-1][1] - 1_000_000), 10_000, arms)
         loop.stop()
         stopped = len(wake_ups)
-        yield sleep(0.05)
+        yield sleep(0.05)  # the quiet time under test: stopped, no more wake-ups
         self.assertLessEqual(len(wake_ups) - stopped, 1)  # at most the expiry already under way
         self.assertIsNone(self.clock._armed_ns)  # disarmed: nothing pending
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -241,7 +260,7 @@ class BestClockTests(unittest.TestCase):
         self.assertIsInstance(clock, PreciseClock)
         self.assertEqual(precise_readers(), [])  # nothing opened until used
 
-    test_real_reactor_gets_the_precise_clock.skip = SKIP  # type: ignore[attr-defined]
+    test_real_reactor_gets_the_precise_clock.skip = SKIP  # type: ignore[attr-defined]  # trial reads it
 
 
 class ServiceReleasesTheClockTests(unittest.TestCase):
@@ -254,8 +273,7 @@ class ServiceReleasesTheClockTests(unittest.TestCase):
         service.startService()
         try:
             self.assertEqual(len(precise_readers()), 1)
-            yield sleep(0.05)
-            self.assertGreater(service.clock.ticks, 0)  # ticking on the timerfd
+            yield until(lambda: service.clock.ticks > 0)  # ticking on the timerfd
         finally:
             yield service.stopService()
         self.assertEqual(precise_readers(), [])

@@ -208,7 +208,7 @@ def test_constructor_rejects_two_signals_of_one_type() -> None:
 
 def test_metainfo_is_frozen() -> None:
     with pytest.raises(AttributeError):
-        SMALL.master_block_size = 2  # type: ignore[misc]
+        SMALL.master_block_size = 2  # type: ignore[misc]  # frozen: what is under test
 
 
 # ---------------------------------------------------------------------------

@@ -232,7 +232,7 @@ def test_data_packet_equality_compares_samples_bitwise() -> None:
 def test_data_packet_is_frozen_and_unhashable() -> None:
     packet = decode_packet(encode_packet(0, 0, 0, [(EEG, [[1.0]])]))
     with pytest.raises(AttributeError):
-        packet.flags = 0  # type: ignore[misc]
+        packet.flags = 0  # type: ignore[misc]  # frozen: what is under test
     with pytest.raises(TypeError):
         hash(packet)
 
@@ -528,7 +528,7 @@ def test_encode_body_rejects_bad_flags(blocks: list[tuple[int, list[list[float]]
 )
 def test_encode_body_rejects_bad_shapes(block: object) -> None:
     with pytest.raises(ValueError, match="shape"):
-        encode_body([(EEG, block)])  # type: ignore[list-item]
+        encode_body([(EEG, block)])  # type: ignore[list-item]  # the bad blocks under test
 
 
 def test_encode_body_accepts_the_largest_shapes() -> None:

@@ -80,8 +80,9 @@ def _marker(node: nodes.Node) -> str | None:
     if index == 0:
         return None
     previous = parent[index - 1]
-    if isinstance(previous, nodes.comment) and previous.astext().strip().startswith(MARKER):
-        return previous.astext().strip()[len(MARKER):].strip()
+    text: str = previous.astext().strip()
+    if isinstance(previous, nodes.comment) and text.startswith(MARKER):
+        return text[len(MARKER):].strip()
     return None
 
 
@@ -93,6 +94,7 @@ def read_blocks() -> list[Block]:
         classes = [c for c in node.get("classes", []) if c != "code"]
         language = classes[0] if classes else "literal"
         marker = _marker(node)
+        options: dict[str, str]
         if marker is None:
             kind, options = ("python", {}) if language == "python" else ("unmarked", {})
         else:

@@ -20,7 +20,7 @@ from pathlib import Path
 import edfio
 import numpy as np
 import pytest
-from support import free_port, ramp_values
+from support import free_port, ramp_values, wait_for
 
 from tia import cli
 from tia.recording.journal import open_raw
@@ -67,13 +67,17 @@ def test_kill_9_leaves_a_readable_journal_up_to_the_last_flush(tmp_path: Path) -
             [sys.executable, "-m", "twisted", "tia", "--config", str(config)],
             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    def journal_written() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"the daemon ended before recording:\n{log_path.read_text()}")
+        return any(path.stat().st_size for path in directory.glob("*.tia"))
+
     try:
-        deadline = time.monotonic() + 30
-        while not any(path.stat().st_size for path in directory.glob("*.tia")):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the daemon did not start recording:\n{log_path.read_text()}")
-            time.sleep(0.05)
-        time.sleep(2.0)
+        try:
+            wait_for(journal_written, seconds=30)
+        except AssertionError:
+            pytest.fail(f"the daemon did not start recording:\n{log_path.read_text()}")
+        time.sleep(2.0)  # the recording under test: two seconds of it, then the kill
         killed_at = datetime.datetime.now().astimezone()
         process.send_signal(signal.SIGKILL)
         process.wait(10)

@@ -20,19 +20,28 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Sequence
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import IO, Any
 
 import edfio
 import numpy as np
 import pytest
-from support import MARKERS, ControlClient, config_from_text, ramp_config, ramp_values, sleep, tcp_connect
-from twisted.internet import reactor, threads
+from support import (
+    MARKERS,
+    ControlClient,
+    LogCapture,
+    config_from_text,
+    ramp_config,
+    ramp_values,
+    tcp_connect,
+    ticks,
+    until,
+)
+from twisted.internet import threads
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
-from zope.interface import provider
 
 from tia import cli
 from tia.client.blocking import TiAClient
@@ -47,7 +56,6 @@ from tia.recording.names import first_free_run
 from tia.recording.service import missing_writer
 from tia.recording.sink import RecordingSink
 from tia.server.service import TiAService
-from tia.server.tick import Tick
 
 CHANNELS, BLOCK, RATE = 4, 10, 1000
 EEG, EVENT = 0x1, 0x200000
@@ -70,60 +78,6 @@ def scratch(testcase: unittest.TestCase) -> Path:
 
 def today() -> str:
     return datetime.datetime.now().strftime("%Y%m%d")
-
-
-class LogCapture:
-    """Collects formatted log lines (with their level) while a test runs; ``wait_for`` one of them."""
-
-    def __init__(self, testcase: unittest.TestCase) -> None:
-        self.lines: list[tuple[str, str]] = []
-        self._waiting: list[tuple[str, str, Deferred[str]]] = []
-
-        @provider(ILogObserver)
-        def observe(event: LogEvent) -> None:
-            level = getattr(event.get("log_level"), "name", "?")
-            line = formatEvent(event)
-            self.lines.append((level, line))
-            for waiting in [w for w in self._waiting if w[0] == level and w[1] in line]:
-                self._waiting.remove(waiting)
-                reactor.callLater(0, waiting[2].callback, line)  # not inside whoever is logging
-
-        globalLogPublisher.addObserver(observe)
-        testcase.addCleanup(globalLogPublisher.removeObserver, observe)
-
-    def find(self, level: str, text: str) -> list[str]:
-        return [line for lvl, line in self.lines if lvl == level and text in line]
-
-    def wait_for(self, level: str, text: str) -> Deferred[str]:
-        """Fires with the first line at ``level`` containing ``text``, at once if one was logged."""
-        waiting: Deferred[str] = Deferred()
-        found = self.find(level, text)
-        if found:
-            waiting.callback(found[0])
-        else:
-            self._waiting.append((level, text, waiting))
-        return waiting
-
-
-class _TickCounter:
-    """A hub subscriber that fires once ``count`` ticks went out after it subscribed."""
-
-    def __init__(self, service: TiAService, count: int) -> None:
-        self.service, self.left = service, count
-        self.done: Deferred[None] = Deferred()
-
-    def deliver(self, ticks: Sequence[Tick]) -> None:
-        self.left -= len(ticks)
-        if self.left <= 0:
-            self.service.hub.unsubscribe(self)
-            reactor.callLater(0, self.done.callback, None)  # not inside the hub's fan-out
-
-
-def ticks(service: TiAService, count: int) -> Deferred[None]:
-    """Fires once the hub sent ``count`` more ticks: the recording had them delivered too."""
-    counter = _TickCounter(service, count)
-    service.hub.subscribe(counter)
-    return counter.done
 
 
 def mount_tmpfs(testcase: unittest.TestCase, where: Path, options: str) -> None:
@@ -350,15 +304,15 @@ class RecordingTestCase(unittest.TestCase):
     def test_everything_older_than_the_flush_interval_is_on_disk(self) -> Any:
         service = self.start(enabled="on", formats="raw", flush_interval=0.2)
         yield ticks(service, 50)
-        sent = service.hub.ticks_sent
-        yield sleep(0.2 + 0.6)  # the flush interval, and a generous margin for a loaded machine
+        sent, since = service.hub.ticks_sent, time.monotonic()
+        sink = service.getServiceNamed("recording").manager.current
+        assert sink is not None
+        yield until(lambda: sink.flushed >= sent)
+        self.assertLess(time.monotonic() - since, 0.2 + 0.6)  # the flush interval, and a generous margin
         raw = next(self.directory.glob("*.tia"))
         on_disk = list(open_raw(raw).packets())  # read by another file object while recording
         self.assertGreaterEqual(len(on_disk), sent)
         check_ramp_packets(self, on_disk)
-        sink = service.getServiceNamed("recording").manager.current
-        assert sink is not None
-        self.assertGreaterEqual(sink.flushed, sent)
 
     # ---------------------------------------------------------------- failures: reported, streaming goes on
 
@@ -533,7 +487,7 @@ class RecordingTestCase(unittest.TestCase):
     @inlineCallbacks
     def test_mne_reads_channel_names_units_rates_and_events(self) -> Any:
         try:
-            import mne  # type: ignore[import-untyped]
+            import mne
         except ImportError:
             raise unittest.SkipTest("mne is not installed (only used to check the files)") from None
         service = self.start(enabled="on", formats="bdf")

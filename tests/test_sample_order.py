@@ -11,18 +11,19 @@ by the Twisted client, the blocking client and ``tia record``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from support import SocketTestCase, ramp_config, ramp_values, sleep, start_daemon
+from support import SocketTestCase, ramp_config, ramp_values, start_daemon, until
 from twisted.internet import reactor, threads
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.testing import StringTransport
 
 from tia import TiAClient
@@ -45,7 +46,9 @@ ALL_TYPE_FLAGS = [t.flag for t in SIGNAL_TYPES]
 Blocks = list[tuple[int, np.ndarray]]
 
 
-def wire(blocks: Blocks, order: str, packet_id: int = 0, number: int = 0, timestamp: int = 0) -> bytes:
+def wire(
+    blocks: Sequence[tuple[int, npt.ArrayLike]], order: str, packet_id: int = 0, number: int = 0, timestamp: int = 0
+) -> bytes:
     """A whole packet holding ``blocks`` ((channels, block size) each), its samples in ``order``."""
     flags, body = encode_body(blocks, order)
     return encode_header(len(body), flags, packet_id, number, timestamp) + body
@@ -169,15 +172,20 @@ class SampleMajorDaemonTests(SocketTestCase):
             np.testing.assert_array_equal(block, ramp_values(CHANNELS, packet_id * BLOCK, BLOCK))
 
     @inlineCallbacks
+    def stream_30(self, transport: Literal["TCP", "UDP"]) -> Generator[Deferred[Any], Any, list[DataPacket]]:
+        """30 packets or more from our Twisted client over ``transport``, asking for sample-major order."""
+        packets: list[DataPacket] = []
+        stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport=transport,
+                           onPacket=packets.append, sample_order="sample-major")
+        yield stream.start()
+        yield until(lambda: len(packets) >= 30)
+        yield stream.stop()
+        return packets
+
+    @inlineCallbacks
     def test_twisted_client_tcp_and_udp(self) -> Any:
         for transport in ("TCP", "UDP"):
-            packets: list[DataPacket] = []
-            stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", transport=transport,
-                               onPacket=packets.append, sample_order="sample-major")
-            yield stream.start()
-            while len(packets) < 30:
-                yield sleep(0.05)
-            yield stream.stop()
+            packets = yield self.stream_30(transport)
             self.check([p.packet_id for p in packets], [p.connection_number for p in packets],
                        [p.signals[EEG] for p in packets])
 

@@ -162,6 +162,7 @@ PRELUDE = textwrap.dedent(
         return client, packets
 
     def refused(port, within=5.0):
+        # polls (a closed port announces nothing to another process), at most ``within`` seconds
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             try:
@@ -320,10 +321,11 @@ def test_a_reactor_run_by_the_application_is_used() -> None:
         import tia.seed
         from twisted.internet import reactor, threads
 
+        running = threading.Event()
+        reactor.callWhenRunning(running.set)
         app = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, name="app-reactor")
         app.start()
-        while not reactor.running:
-            time.sleep(0.01)
+        assert running.wait(10)
         names = set()
 
         def master(id):
@@ -390,7 +392,7 @@ def callback(id: object) -> list[float]:
 def signal(is_master: bool = True, sigtype: int = TIA_SIG_USER_1, **overrides: object) -> TiASignalConfig:
     arguments: dict[str, object] = {"channels": 1, "sample_rate": 10, "blocksize": 1, "callback": callback, "id": 0}
     arguments.update(overrides)
-    return TiASignalConfig(is_master=is_master, sigtype=sigtype, **arguments)  # type: ignore[arg-type]
+    return TiASignalConfig(is_master=is_master, sigtype=sigtype, **arguments)  # type: ignore[arg-type]  # bad values too
 
 
 @pytest.fixture
@@ -446,7 +448,7 @@ def test_server_address_is_checked(no_reactor_thread: None) -> None:
     with pytest.raises(TiAException, match="port must be an integer"):
         TiAServer(("127.0.0.1", 70000), TiAConnectionHandler)
     with pytest.raises(TiAException, match="server_address must be"):
-        TiAServer(9000, TiAConnectionHandler)  # type: ignore[arg-type]
+        TiAServer(9000, TiAConnectionHandler)  # type: ignore[arg-type]  # the wrong type under test
     server = TiAServer(("", 9000), TiAConnectionHandler)
     assert server.server_address == ("", 9000) and not server.running  # nothing bound before start()
 
@@ -465,4 +467,5 @@ def test_names_and_values_are_the_seeds() -> None:
     assert tia.TiAException is TiAError is TiAException
     assert tia.TiAServer is TiAServer and tia.TiASignalConfig is TiASignalConfig
     assert tia.TiAConnectionHandler is TiAConnectionHandler
+    assert isinstance(tia.__all__, list)  # a lazily made list
     assert set(tia.seed.__all__) <= set(tia.__all__)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import support
 from support import ramp_config
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from tia.protocol.control import ControlParser
 from tia.protocol.metainfo import MetaInfo
+from tia.server.control import ServerControlProtocol
 
 
 class Wire(support.Wire):
@@ -38,11 +43,10 @@ def test_reference_exact_replies() -> None:
 
 def test_metainfo_reply_reference_layout_in_one_write() -> None:
     wire = Wire()
-    writes: list[bytes] = []
-    wire.transport.write = writes.append  # type: ignore[method-assign]
-    wire.protocol.dataReceived(request("GetMetaInfo"))
-    assert len(writes) == 1
-    reply = writes[0]
+    with mock.patch.object(wire.transport, "write", wraps=wire.transport.write) as write:
+        wire.protocol.dataReceived(request("GetMetaInfo"))
+    assert write.call_count == 1
+    reply: bytes = write.call_args.args[0]
     head, _, content = reply.partition(b"\n\n")
     assert head.startswith(b"TiA 1.0\nMetaInfo\nContent-Length:")
     assert int(head.rsplit(b":", 1)[1]) == len(content)
@@ -154,6 +158,7 @@ def test_group_stream_flows_while_any_client_is_started() -> None:
     mode = "multicast\naddress = 239.255.7.7\nport = 9002"
     first = Wire(udp_mode=mode)
     second_protocol = first.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5001))
+    assert isinstance(second_protocol, ServerControlProtocol)
     second_transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5001))
     second_protocol.makeConnection(second_transport)
     for protocol in (first.protocol, second_protocol):
@@ -162,16 +167,16 @@ def test_group_stream_flows_while_any_client_is_started() -> None:
     assert first.hub.subscribers == (group,)
     first.protocol.dataReceived(request("StopDataTransmission"))
     assert first.hub.subscribers == (group,)
-    second_protocol.connectionLost(None)
-    assert first.hub.subscribers == ()
+    second_protocol.connectionLost(Failure(ConnectionDone()))
+    assert not first.hub.subscribers
 
 
 def test_closing_control_unsubscribes_and_closes_data() -> None:
     wire = Wire()
     wire.send(request("GetDataConnection:UDP") + request("StartDataTransmission"))
     assert wire.hub.subscribers
-    wire.protocol.connectionLost(None)
-    assert wire.hub.subscribers == ()
+    wire.protocol.connectionLost(Failure(ConnectionDone()))
+    assert not wire.hub.subscribers
     assert wire.protocol not in wire.factory.sessions
 
 
@@ -188,11 +193,9 @@ def test_floods_cost_linear_time_blank_lines_skipped_in_one_step() -> None:
     newlines would take minutes. Ours walks the chunk once, and blank lines between messages
     never reach lineReceived."""
     wire = support.Wire(ramp_config(rate=250, blocksize=1, channels=4, server_extra="request_rate = 0"))
-    lines: list[bytes] = []
-    real = wire.protocol.lineReceived
-    wire.protocol.lineReceived = lambda line: (lines.append(line), real(line))[1]  # type: ignore[method-assign]
-    assert wire.send(b"\n" * 1_000_000 + request("CheckProtocolVersion")) == b"TiA 1.0\nOK\n\n"
-    assert lines == [b"TiA 1.0", b"CheckProtocolVersion", b""]
+    with mock.patch.object(wire.protocol, "lineReceived", wraps=wire.protocol.lineReceived) as lines:
+        assert wire.send(b"\n" * 1_000_000 + request("CheckProtocolVersion")) == b"TiA 1.0\nOK\n\n"
+    assert [call.args for call in lines.call_args_list] == [(b"TiA 1.0",), (b"CheckProtocolVersion",), (b"",)]
     replies = wire.send(request("CheckProtocolVersion") * 100_000)  # 3.3 MB of short lines at once
     assert replies == b"TiA 1.0\nOK\n\n" * 100_000
 
@@ -201,11 +204,9 @@ def test_a_body_arrives_in_raw_mode_and_line_mode_resumes_after_it() -> None:
     wire = Wire()
     content = b"<tiaCustomSignalInfo/>\n\n"
     message = b"TiA 1.0\nFooBar\nContent-Length:%d\n\n" % len(content) + content + request("CheckProtocolVersion")
-    modes: list[int] = []
-    real = wire.protocol.rawDataReceived
-    wire.protocol.rawDataReceived = lambda data: (modes.append(len(data)), real(data))[1]  # type: ignore[method-assign]
-    assert wire.send(message) == b"TiA 1.0\nError\n\nTiA 1.0\nOK\n\n"
-    assert modes == [len(content)]  # the body, newlines and all, raw and exactly
+    with mock.patch.object(wire.protocol, "rawDataReceived", wraps=wire.protocol.rawDataReceived) as raw:
+        assert wire.send(message) == b"TiA 1.0\nError\n\nTiA 1.0\nOK\n\n"
+    assert [call.args for call in raw.call_args_list] == [(content,)]  # the body, newlines and all, raw and exactly
     assert wire.protocol.line_mode
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from fractions import Fraction
 
 import numpy as np
@@ -156,7 +157,11 @@ def test_sample_major_layout_sends_each_block_sample_by_sample() -> None:
 
 @implementer(ISource)
 class Flaky:
-    def __init__(self, spec: SourceSpec, fail_at: set[int], wrong_shape_at: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    device_clocked = False
+
+    def __init__(
+        self, spec: SourceSpec, fail_at: AbstractSet[int], wrong_shape_at: AbstractSet[int] = frozenset()
+    ) -> None:
         self.spec = spec
         self.fail_at = fail_at
         self.wrong_shape_at = wrong_shape_at

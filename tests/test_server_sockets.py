@@ -4,27 +4,36 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
+import numpy as np
 from support import (
     BLOCK,
     CHANNELS,
-    PacketCollector,
+    RawClient,
     SocketTestCase,
     UDPCollector,
+    all_arrived,
     check_stream,
     port_of,
     ramp_config,
     ramp_values,
-    sleep,
+    socket_of,
     tcp_connect,
+    ticks,
+    unsent_bytes,
+    until,
 )
 from twisted.internet import defer, reactor, threads
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IReactorMulticast
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from tia.daemon import build_service
+from tia.protocol.packet import SampleArray
 from tia.server.listener import ListenError
-from tia.sources.base import SourceSpec
+from tia.sources.base import ISource, SourceSpec
 
 
 class ServerTestCase(SocketTestCase):
@@ -50,8 +59,11 @@ class TCPStreamingTests(ServerTestCase):
         control = yield self.control()
         port = port_of((yield control.request("GetDataConnection:TCP")))
         collector = yield self.data(port)
-        yield sleep(0.1)
+        session = yield self.session(control)
+        yield until(lambda: session.tcp_data is not None)  # the server has the data connection
+        yield ticks(self.service, 10)  # 0.1 s of stream: none of it before Start
         self.assertEqual(collector.packets, [])
+        self.assertEqual(session.tcp_data.packets, 0)
         yield control.request("StartDataTransmission")
         yield collector.wait_for(30)
         check_stream(self, collector.packets)
@@ -64,10 +76,11 @@ class TCPStreamingTests(ServerTestCase):
         yield control.request("StartDataTransmission")
         yield collector.wait_for(10)
         self.assertEqual((yield control.request("StopDataTransmission")).command, "OK")
-        yield sleep(0.1)  # packets already in flight
+        data = (yield self.session(control)).tcp_data
+        yield all_arrived(collector.packets, data)  # what was in flight
         count = len(collector.packets)
-        yield sleep(0.3)
-        self.assertEqual(len(collector.packets), count)
+        yield ticks(self.service, 30)  # 0.3 s of stream: none of it for a stopped client
+        self.assertEqual((data.packets, len(collector.packets)), (count, count))
         yield control.request("StartDataTransmission")
         yield collector.wait_for(count + 10)
         numbers = [p.connection_number for p in collector.packets]
@@ -123,13 +136,13 @@ class UDPUnicastTests(ServerTestCase):
         port = port_of((yield control.request("GetDataConnection:UDP")))
         receiver = self.udp_receiver(port)
         yield control.request("StartDataTransmission")
-        while len(receiver.packets) < 20:
-            yield sleep(0.05)
+        yield until(lambda: len(receiver.packets) >= 20)
         yield control.request("StopDataTransmission")
-        yield sleep(0.1)
+        destination = (yield self.session(control)).udp_destination
+        yield all_arrived(receiver.packets, destination)  # what was in flight
         count = len(receiver.packets)
-        yield sleep(0.2)
-        self.assertEqual(len(receiver.packets), count)
+        yield ticks(self.service, 20)  # 0.2 s of stream: none of it for a stopped client
+        self.assertEqual((destination.packets, len(receiver.packets)), (count, count))
         check_stream(self, receiver.packets)  # loopback does not lose datagrams at this rate
 
 
@@ -148,7 +161,7 @@ class MulticastTests(ServerTestCase):
     @inlineCallbacks
     def test_multicast_group(self) -> Any:
         receiver = UDPCollector()
-        listening = reactor.listenMulticast(self.group_port, receiver, listenMultiple=True)
+        listening = IReactorMulticast(reactor).listenMulticast(self.group_port, receiver, listenMultiple=True)
         self.addCleanup(listening.stopListening)
         try:
             yield listening.joinGroup("239.255.42.99", "127.0.0.1")
@@ -158,10 +171,10 @@ class MulticastTests(ServerTestCase):
         reply = yield control.request("GetDataConnection:UDP")
         self.assertEqual(port_of(reply), self.group_port)
         yield control.request("StartDataTransmission")
-        for _ in range(40):
-            if len(receiver.packets) >= 10:
-                break
-            yield sleep(0.05)
+        try:
+            yield until(lambda: len(receiver.packets) >= 10, seconds=2)
+        except AssertionError:  # pragma: no cover - no route: skipped below
+            pass
         if not receiver.packets:  # pragma: no cover
             raise unittest.SkipTest("no multicast route on loopback here")
         check_stream(self, receiver.packets)
@@ -187,17 +200,16 @@ class BroadcastTests(ServerTestCase):
             self.assertEqual(port_of((yield control.request("GetDataConnection:UDP"))), self.broadcast_port)
         yield first.request("StartDataTransmission")
         yield second.request("StartDataTransmission")
-        while len(receiver.packets) < 10:
-            yield sleep(0.05)
+        yield until(lambda: len(receiver.packets) >= 10)
         yield first.request("StopDataTransmission")
         count = len(receiver.packets)
-        while len(receiver.packets) < count + 10:  # still flowing for the second client
-            yield sleep(0.05)
+        yield until(lambda: len(receiver.packets) >= count + 10)  # still flowing for the second client
         yield second.request("StopDataTransmission")
-        yield sleep(0.1)
+        group = (yield self.session(second)).udp_destination
+        yield all_arrived(receiver.packets, group)  # what was in flight
         count = len(receiver.packets)
-        yield sleep(0.2)
-        self.assertEqual(len(receiver.packets), count)
+        yield ticks(self.service, 20)  # 0.2 s of stream: none of it once neither client is started
+        self.assertEqual((group.packets, len(receiver.packets)), (count, count))
         check_stream(self, receiver.packets)  # one stream: numbers consecutive across both clients
 
 
@@ -206,12 +218,9 @@ class StateChannelTests(ServerTestCase):
     def test_running_on_connect_and_shutdown_on_graceful_stop(self) -> Any:
         control = yield self.control()
         port = port_of((yield control.request("GetServerStateConnection")))
-        state = PacketCollector()  # reuse: only raw bytes matter here
-        received: list[bytes] = []
-        state.dataReceived = received.append  # type: ignore[method-assign]
-        yield tcp_connect(port, state)
-        yield sleep(0.1)
-        self.assertEqual(b"".join(received), b"TiA 1.0\nServerStateRunning\n\n")
+        state = yield tcp_connect(port, RawClient())
+        yield state.wait_for_replies(1)
+        self.assertEqual(bytes(state.received), b"TiA 1.0\nServerStateRunning\n\n")
         data_port = port_of((yield control.request("GetDataConnection:TCP")))
         collector = yield self.data(data_port)
         yield control.request("StartDataTransmission")
@@ -220,7 +229,7 @@ class StateChannelTests(ServerTestCase):
         yield state.lost
         yield collector.lost
         yield control.lost
-        self.assertEqual(b"".join(received), b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n")
+        self.assertEqual(bytes(state.received), b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n")
 
 
 class FatalSourceTests(SocketTestCase):
@@ -231,6 +240,7 @@ class FatalSourceTests(SocketTestCase):
 
     @inlineCallbacks
     def test_the_service_stops_itself_and_tells_its_clients(self) -> Any:
+        @implementer(ISource)
         class FailsAtTick50:
             device_clocked = False
 
@@ -243,23 +253,20 @@ class FatalSourceTests(SocketTestCase):
             def stop(self) -> None:
                 pass
 
-            def read(self, tick: int) -> list[float]:
+            def read(self, tick: int) -> SampleArray:
                 if tick >= 50:
                     raise OSError("amplifier unplugged")
-                return [float(tick)] * len(self.spec.channels)
+                return np.full((len(self.spec.channels), 1), tick, dtype=np.float32)
 
         config = ramp_config(rate=100, blocksize=1, channels=2)
         spec = config.sources[0]
         self.serve(config, sources=[FailsAtTick50(replace(spec, on_error="stop-server"))])
         control = yield self.control()
         port = port_of((yield control.request("GetServerStateConnection")))
-        state = PacketCollector()
-        received: list[bytes] = []
-        state.dataReceived = received.append  # type: ignore[method-assign]
-        yield tcp_connect(port, state)
+        state = yield self.connect(port, RawClient())
         yield state.lost  # the service stopped: Shutdown, then the close
         yield control.lost
-        self.assertEqual(b"".join(received), b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n")
+        self.assertEqual(bytes(state.received), b"TiA 1.0\nServerStateRunning\n\nTiA 1.0\nServerStateShutdown\n\n")
         self.assertFalse(self.service.running)
         self.assertTrue(reactor.running)  # type: ignore[attr-defined]
 
@@ -328,10 +335,9 @@ class SlowClientTests(SocketTestCase):
         yield slow_control.request("StartDataTransmission")
         server_side = yield self.dropping_side(slow)
         # memory held for it stays bounded: Twisted's buffer + at most the configured backlog
-        buffered = len(server_side.transport.dataBuffer) + sum(map(len, server_side.transport._tempDataBuffer))
-        self.assertLess(buffered, server_side.backlog_bytes + 2 * 64 * 1024)
+        self.assertLess(unsent_bytes(server_side.transport), server_side.backlog_bytes + 2 * 64 * 1024)
         # and the kernel's send buffer does not add seconds of its own: it has its share of the backlog
-        kernel = server_side.transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        kernel = socket_of(server_side).getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         self.assertLessEqual(kernel + server_side.paused_limit, server_side.backlog_bytes + 4608)
         yield self.assert_exact_while_another_drops(healthy, slow, 256, 8)
 
@@ -351,9 +357,9 @@ def test_taken_port_fails_start_before_any_source_starts() -> None:
             "[source:eeg]\ndriver = ramp\nrate = 10\nchannels = 1\ntype = eeg\n"
         )
         service = build_service(config)
-        service.hub.start_sources = lambda: started.append("sources")  # type: ignore[method-assign]
         try:
-            service.startService()
+            with mock.patch.object(service.hub, "start_sources", side_effect=lambda: started.append("sources")):
+                service.startService()
         except ListenError as error:
             assert f"cannot listen on tcp:{port}:interface=127.0.0.1 (test.ini [server] control)" in str(error)
         else:  # pragma: no cover

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pytest
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from support import LogCapture, wait_for
 from zope.interface import implementer
 
 from tia.protocol.packet import SampleArray, decode_packet, encode_header
@@ -34,9 +33,9 @@ def test_blocks_are_exact_across_chunk_boundaries() -> None:
     for size in (3, 7, 1, 9, 5):
         buffer.push(ramp(2, sent, size))
         sent += size
-    blocks = [buffer.pop_block() for _ in range(6)]
-    assert all(b is not None and b.shape == (2, 4) for b in blocks)
-    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), ramp(2, 0, 24))  # type: ignore[arg-type]
+    blocks = [b for b in (buffer.pop_block() for _ in range(6)) if b is not None]
+    assert len(blocks) == 6 and all(b.shape == (2, 4) for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), ramp(2, 0, 24))
     assert buffer.pop_block() is None  # one sample left: never padded
     assert (buffer.short_ticks, buffer.delivered, buffer.received, buffer.stats().buffered) == (1, 24, 25, 1)
 
@@ -128,24 +127,10 @@ def test_hub_still_fails_a_periodic_source_that_is_not_device_clocked() -> None:
     assert hub.source_health()[1].state == "failed"
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
 @pytest.fixture
-def logged() -> Iterator[list[str]]:
-    events: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        events.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield events
-    globalLogPublisher.removeObserver(observe)
+def logged() -> Iterator[LogCapture]:
+    with LogCapture() as log:
+        yield log
 
 
 def test_producer_thread_samples_arrive_exactly_and_in_order() -> None:
@@ -177,7 +162,7 @@ def test_producer_thread_samples_arrive_exactly_and_in_order() -> None:
         hub.stop_sources()
 
 
-def test_loss_recovery_and_give_up(logged: list[str]) -> None:
+def test_loss_recovery_and_give_up(logged: LogCapture) -> None:
     resume = threading.Event()
 
     def produce(push: Callable[[Any], None], stopping: threading.Event) -> None:
@@ -192,11 +177,11 @@ def test_loss_recovery_and_give_up(logged: list[str]) -> None:
         wait_for(lambda: source.buffer.received == 4)
         assert source.read(0) is not None
         wait_for(lambda: source.read(1) is None and bool(source.metrics()["lost"]))
-        assert any("[flaky]" in line and "lost" in line for line in logged)
+        assert any("[flaky]" in line and "lost" in line for _, line in logged.lines)
         resume.set()
         wait_for(lambda: source.read(2) is not None)
         assert source.metrics()["lost"] is False and source.losses == 1
-        assert any("[flaky]" in line and "delivers again" in line for line in logged)
+        assert any("[flaky]" in line and "delivers again" in line for _, line in logged.lines)
         # now silent for good: lost after 0.2 s, a failure after 1 s more
         with pytest.raises(SourceError, match=r"source \[flaky\].*lost for"):
             wait_for(lambda: source.read(3) is None and False, seconds=10)
@@ -219,19 +204,19 @@ def test_a_raising_producer_is_a_source_failure_naming_the_section() -> None:
         hub.stop_sources()
 
 
-def test_rate_off_tolerance_is_logged_with_ppm(logged: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_off_tolerance_is_logged_with_ppm(logged: LogCapture, monkeypatch: pytest.MonkeyPatch) -> None:
     source = ProducerSource(spec("amp", callable=lambda push, stopping: stopping.wait(), rate_tolerance=0.5))
     monkeypatch.setattr(source, "_lost_since", None)
     stats = BufferStats(100, 90, 3, 2, 10, 20.12, 6000.0)
     monkeypatch.setattr(source.buffer, "stats", lambda: stats)
     source._report()
-    text = "\n".join(logged)
+    text = "\n".join(line for _, line in logged.lines)
     assert "[amp] delivers 20.1200 Hz against a nominal 20 Hz (+6000 ppm, tolerance 0.5 %)" in text
     assert "3 oldest samples dropped" in text and "2 ticks without a complete block" in text
-    logged.clear()
+    logged.lines.clear()
     monkeypatch.setattr(source.buffer, "stats", lambda: BufferStats(200, 190, 3, 2, 10, 20.001, 50.0))
     source._report()
-    assert any("back within tolerance" in line for line in logged)
+    assert logged.count("back within tolerance")
 
 
 def test_producer_from_config(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,11 +27,13 @@ def signals_data(count: int, seed: int = 3) -> np.ndarray:
 
 
 def write_edf(path: Path, data: np.ndarray, bdf: bool = False, annotations: list[EdfAnnotation] | None = None) -> None:
-    signal_class = BdfSignal if bdf else EdfSignal
     labels = ["EEG C3", "EEG C4", "ECG"]
-    signals = [signal_class(row, RATE, label=labels[i], physical_range=PHYSICAL) for i, row in enumerate(data)]
-    recording = (Bdf if bdf else Edf)(signals, annotations=annotations, data_record_duration=1)  # type: ignore[arg-type]
-    recording.write(path)
+    if bdf:
+        bdf_signals = [BdfSignal(row, RATE, label=labels[i], physical_range=PHYSICAL) for i, row in enumerate(data)]
+        Bdf(bdf_signals, annotations=annotations, data_record_duration=1).write(path)
+    else:
+        edf_signals = [EdfSignal(row, RATE, label=labels[i], physical_range=PHYSICAL) for i, row in enumerate(data)]
+        Edf(edf_signals, annotations=annotations, data_record_duration=1).write(path)
 
 
 def config(tmp_path: Path, body: str) -> ServerConfig:

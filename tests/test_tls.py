@@ -17,7 +17,6 @@ import socket
 import ssl
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,22 +32,26 @@ from support import (
     BLOCK,
     CHANNELS,
     ControlClient,
+    LogCapture,
+    P,
     PacketCollector,
+    RawClient,
     SocketTestCase,
     check_stream,
     config_from_text,
     port_of,
     ramp_config,
     ramp_values,
-    sleep,
+    read_available,
+    socket_of,
+    until,
 )
-from test_hostile import RawClient
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.protocol import Protocol
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tia.client import TiAClientError, TiAStream, connectTiA
 from tia.client.blocking import TiAClient, TiAError, TiAPacket
@@ -57,6 +60,7 @@ from tia.config import ConfigError, ServerConfig, load_config, with_control_port
 from tia.protocol.packet import DataPacket
 from tia.server.data import TCPDataListener
 from tia.server.guard import ConnectionGuard
+from tia.server.tls import TLSServerFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,13 +195,11 @@ class TLSCase(SocketTestCase):
     server_extra = ""
 
     def setUp(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.log = LogCapture(self)
         self.serve(tls_config(self.pki, self.mutual, self.server_extra, rate=1000, blocksize=BLOCK, channels=CHANNELS))
 
     def logged(self, text: str) -> int:
-        return sum(text in (formatEvent(event) or "") for event in self.events)
+        return self.log.count(text)
 
     def settings(self, **changes: Any) -> TLSSettings:
         """A client trusting the test CA (with the client certificate when the server wants one)."""
@@ -210,15 +212,13 @@ class TLSCase(SocketTestCase):
     def in_thread(self, function: Any, *args: Any) -> Any:
         return threads.deferToThread(function, *args)
 
-    def tls_connect(self, port: int, protocol: Protocol, settings: TLSSettings | None = None) -> Any:
+    def tls_connect(self, port: int, protocol: P, settings: TLSSettings | None = None) -> Deferred[P]:
         """A Twisted peer over TLS to 127.0.0.1:``port``, closed when the test ends."""
         options = twisted_options(settings or self.settings(), "127.0.0.1")
         endpoint = wrapClientTLS(options, TCP4ClientEndpoint(reactor, "127.0.0.1", port))
-        self.addCleanup(lambda: protocol.transport.loseConnection() if protocol.transport else None)
-        return connectProtocol(endpoint, protocol).addCallback(lambda _: protocol)
-
-    def server_control(self, peer_port: int) -> Any:
-        return next(c for c in self.service.factory.sessions if c.transport.getPeer().port == peer_port)
+        self.close_at_end(protocol)
+        connected: Deferred[P] = connectProtocol(endpoint, protocol).addCallback(lambda _: protocol)
+        return connected
 
 
 # -- TLS with any client -------------------------------------------------------------
@@ -242,8 +242,7 @@ class TLSStreamingTests(TLSCase):
                            onServerState=states.append, tls=self.settings())
         meta = yield stream.start()
         self.assertEqual(meta.signal("eeg").num_channels, CHANNELS)
-        while len(packets) < 30:
-            yield sleep(0.05)
+        yield until(lambda: len(packets) >= 30)
         yield stream.stop()
         check_stream(self, packets)
         self.assertEqual(states, ["ServerStateRunning"])
@@ -315,22 +314,25 @@ class TLSStreamingTests(TLSCase):
         stranger.bind(("127.0.0.2", 0))
         stranger.setblocking(False)
         stranger.connect_ex(("127.0.0.1", data_port))  # first in line, but not the control's peer
-        yield sleep(0.05)
+        stranger_read: list[bytes] = []
+
+        def stranger_closed() -> bool:
+            data, closed = read_available(stranger)
+            stranger_read.append(data)
+            return closed
+
+        yield until(stranger_closed)
+        self.assertEqual(b"".join(stranger_read), b"")  # closed before any handshake
         collector = yield self.tls_connect(data_port, PacketCollector())
         yield control.request("StartDataTransmission")
         yield collector.wait_for(20)
         check_stream(self, collector.packets)
-        server = self.server_control(control.transport.getHost().port)
+        server = yield self.session(control)
         tcp = server.tcp_data
         self.assertIsNotNone(tcp)
         self.assertFalse(tcp.writes_directly)  # packets go through the encrypting transport
         for protocol in (server, tcp):
-            raw = protocol.transport.transport.socket
-            self.assertEqual(raw.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
-        try:
-            self.assertEqual(stranger.recv(100), b"")  # closed before any handshake
-        except (ConnectionResetError, ConnectionRefusedError):
-            pass
+            self.assertEqual(socket_of(protocol).getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
 
     @inlineCallbacks
     def test_a_violation_is_answered_then_closed_over_tls(self) -> Any:
@@ -359,41 +361,32 @@ class TLSStreamingTests(TLSCase):
 
     @inlineCallbacks
     def test_the_end_of_a_tls_stream_is_an_end_for_the_blocking_client(self) -> Any:
-        streaming = threading.Event()
+        streaming: Deferred[None] = Deferred()
 
         def stream_to_the_end() -> list[TiAPacket]:
             with TiAClient("127.0.0.1", self.port, timeout=10, tls=self.settings()) as client:
                 ok, data_port = client.cmd_get_data_connection_tcp()
                 assert ok and client.start_streaming_data_tcp("127.0.0.1", data_port)
                 packets = client.get_data()
-                streaming.set()
+                IReactorThreads(reactor).callFromThread(streaming.callback, None)
                 packets.extend(client.packets())  # until the server closes: [] then, no error
                 return packets
 
         done = self.in_thread(stream_to_the_end)
-        while not streaming.is_set():
-            yield sleep(0.02)
+        yield streaming
         yield self.service.stopService()  # the blocking client reads no control: up to the 2 s grace
         packets = yield done
         check_blocking_packets(packets)
 
     @inlineCallbacks
     def test_a_peer_that_never_handshakes_is_closed(self) -> Any:
-        self.service.control.factory.handshake_timeout = 0.3
+        factory = self.service.control.factory
+        assert isinstance(factory, TLSServerFactory)
+        factory.handshake_timeout = 0.3
         silent = socket.create_connection(("127.0.0.1", self.port))
         self.addCleanup(silent.close)
         silent.setblocking(False)
-        for _ in range(100):
-            yield sleep(0.02)
-            try:
-                if silent.recv(100) == b"":
-                    break
-            except BlockingIOError:
-                continue
-            except ConnectionResetError:
-                break
-        else:
-            self.fail("the silent peer was not closed")
+        yield until(lambda: read_available(silent)[1])  # closed by the server
         self.assertEqual(self.logged("no TLS handshake within 0.3 s"), 1)
 
 
@@ -495,8 +488,7 @@ class MutualTLSTests(TLSCase):
         stream = TiAStream(reactor, f"tcp:127.0.0.1:{self.port}", onPacket=packets.append,
                            onServerState=lambda state: None, tls=self.settings())
         yield stream.start()
-        while len(packets) < 20:
-            yield sleep(0.05)
+        yield until(lambda: len(packets) >= 20)
         yield stream.stop()
         check_stream(self, packets)
         control = yield connectTiA(reactor, f"tcp:127.0.0.1:{self.port}", tls=self.settings(server_name="localhost"))
@@ -654,7 +646,7 @@ def test_client_settings_errors(pki: PKI, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="key without a certificate"):
         TLSSettings(key=pki.client_key)
     with pytest.raises(TypeError):
-        TiAClient("127.0.0.1", 9000, tls="yes")  # type: ignore[arg-type]
+        TiAClient("127.0.0.1", 9000, tls="yes")  # type: ignore[arg-type]  # the wrong type under test
 
 
 # -- the shipped example -------------------------------------------------------------

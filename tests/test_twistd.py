@@ -15,7 +15,7 @@ import pytest
 from support import free_port, wait_for_port
 
 from tia.protocol.control import ControlParser
-from tia.protocol.packet import PacketStreamDecoder
+from tia.protocol.packet import DataPacket, PacketStreamDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ def test_twistd_serves_the_default_config_and_stops_gracefully(
     data = socket.create_connection(("127.0.0.1", data_port), timeout=10)
     request(control, parser, "StartDataTransmission")
     decoder = PacketStreamDecoder()
-    packets = []
+    packets: list[DataPacket] = []
     while len(packets) < 5:
         packets.extend(decoder.feed(data.recv(65536)))
     assert [p.connection_number for p in packets[:5]] == [0, 1, 2, 3, 4]

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
+from support import port_number, server_factory
 from twisted.internet import defer
 from twisted.internet import reactor as globalReactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
-from twisted.internet.interfaces import ITCPTransport
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorUDP, ITCPTransport
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -40,6 +41,7 @@ from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import DataPacket, encode_packet
 
 EEG, BP, BUTTON = 0x01, 0x20, 0x40
+E = TypeVar("E", bound=BaseException)
 
 OK = b"TiA 1.0\nOK\n\n"
 
@@ -86,10 +88,11 @@ def failure(d: Deferred[Any]) -> Failure:
     return box[0]
 
 
-def errorOf(d: Deferred[Any], *types: type[BaseException]) -> Any:
-    """The exception a fired Deferred failed with; it must be one of ``types``."""
+def errorOf(d: Deferred[Any], kind: type[E]) -> E:
+    """The exception a fired Deferred failed with; it must be a ``kind``."""
     caught = failure(d)
-    caught.trap(*types)
+    caught.trap(kind)
+    assert isinstance(caught.value, kind)
     return caught.value
 
 
@@ -151,7 +154,7 @@ class ControlRequestBytesTests(unittest.TestCase):
 
     def test_invalid_transport_is_refused_without_sending(self) -> None:
         protocol, transport = makeControl()
-        failure(protocol.getDataConnection("tcp")).trap(ValueError)  # type: ignore[arg-type]
+        failure(protocol.getDataConnection("tcp")).trap(ValueError)  # type: ignore[arg-type]  # the wrong value under test
         self.assertEqual(transport.value(), b"")
 
     def test_request_with_newline_fails_without_sending(self) -> None:
@@ -294,7 +297,7 @@ class ControlReplyTests(unittest.TestCase):
         self.assertIsNone(result(version))
         self.assertEqual(result(metainfo).subject.id, "S01")
         self.assertEqual(result(port), 50123)
-        self.assertEqual(failure(error).value.text, "unknown command")
+        self.assertEqual(errorOf(error, TiAServerError).text, "unknown command")
         self.assertIsNone(result(start))
 
     def test_generic_request_returns_the_message(self) -> None:
@@ -344,10 +347,9 @@ class ControlFailureTests(unittest.TestCase):
         protocol.dataReceived(b"TiA 1.0\nO")
         protocol.connectionLost(Failure(ConnectionLost("gone")))
         for d in (first, second):
-            error = failure(d)
-            error.trap(TiAConnectionLost)
-            self.assertIsNotNone(error.value.reason)
-            self.assertIn("gone", str(error.value))
+            lost = errorOf(d, TiAConnectionLost)
+            self.assertIsNotNone(lost.reason)
+            self.assertIn("gone", str(lost))
         self.assertIsNone(result(closed))
         self.assertIsNone(result(protocol.whenClosed()))
         failure(protocol.start()).trap(TiAConnectionLost)
@@ -416,9 +418,22 @@ class TCPStringTransport(StringTransport):
     """A StringTransport that claims to be TCP and records the no-delay setting."""
 
     noDelay: bool | None = None
+    keepAlive = False
 
     def setTcpNoDelay(self, enabled: bool) -> None:
         self.noDelay = enabled
+
+    def getTcpNoDelay(self) -> bool:
+        return bool(self.noDelay)
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self.keepAlive = enabled
+
+    def getTcpKeepAlive(self) -> bool:
+        return self.keepAlive
+
+    def loseWriteConnection(self) -> None:
+        raise NotImplementedError("the client never half-closes")
 
 
 class DataProtocolTests(unittest.TestCase):
@@ -638,7 +653,9 @@ class MemoryConnection:
 
     def __init__(self, reactor: MemoryReactorClock, index: int, host: str = "127.0.0.1") -> None:
         self.host, self.port, factory = reactor.tcpClients[index][:3]
-        self.protocol = factory.buildProtocol(IPv4Address("TCP", self.host, self.port))
+        protocol = factory.buildProtocol(IPv4Address("TCP", self.host, self.port))
+        assert isinstance(protocol, Protocol)
+        self.protocol = protocol
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, self.port))
         self.protocol.makeConnection(self.transport)
 
@@ -782,9 +799,7 @@ class StreamOnMemoryReactorTests(unittest.TestCase):
             starting = stream.start()
             control = MemoryConnection(self.reactor, 0)
             control.protocol.dataReceived(OK + METAINFO_REPLY + build_error("no data for you"))
-            error = failure(starting)
-            error.trap(TiAServerError)
-            self.assertEqual(error.value.text, "no data for you")
+            self.assertEqual(errorOf(starting, TiAServerError).text, "no data for you")
             self.assertTrue(control.transport.disconnecting)
             control.lose()
             self.assertFalse(stream.running)
@@ -842,7 +857,7 @@ class StreamOnMemoryReactorTests(unittest.TestCase):
             stream = self.makeStream(reconnect=reconnect)
             starting = stream.start()
             factory = self.reactor.tcpClients[0][2]
-            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+            factory.clientConnectionFailed(self.reactor.connectors[0], Failure(ConnectionRefusedError()))
             failure(starting).trap(ConnectionRefusedError)
             self.reactor.advance(0)
             self.assertEqual(self.reactor.getDelayedCalls(), [])  # no retry scheduled
@@ -992,7 +1007,8 @@ class FakeControlProtocol(Protocol):
             self.requests.append((message.command, message.parameter))
             if self.server is not None:
                 self.server.requests.append((message.command, message.parameter))
-            self.transport.write(self.answer(message))  # type: ignore[union-attr]
+            assert self.transport is not None
+            self.transport.write(self.answer(message))
 
     def answer(self, message: ControlMessage) -> bytes:
         command, parameter = message.command, message.parameter
@@ -1032,9 +1048,11 @@ class FakeControlProtocol(Protocol):
         for _ in range(self.server.packetsPerSession):
             packet = packetBytes(self.server.tick, self.sent)
             if target is not None:
-                self.server.udp.transport.write(packet, ("127.0.0.1", target))  # type: ignore[union-attr]
+                assert self.server.udp.transport is not None
+                self.server.udp.transport.write(packet, ("127.0.0.1", target))
             else:
-                data.transport.write(packet)  # type: ignore[union-attr]
+                assert data is not None and data.transport is not None
+                data.transport.write(packet)
             self.server.tick += 1
             self.sent += 1
 
@@ -1062,7 +1080,8 @@ class FakeStateProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.server.track(self)
-        self.transport.write(SERVER_STATE_RUNNING)  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.transport.write(SERVER_STATE_RUNNING)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.server.untrack(self)
@@ -1085,32 +1104,25 @@ class FakeTiAServer:
         self.listening: list[Any] = []
         self.connections: dict[Protocol, Deferred[None]] = {}
         self.udp = DatagramProtocol()
-        self.controlPort = globalReactor.listenTCP(  # type: ignore[attr-defined]
-            0, Factory.forProtocol(lambda: FakeControlProtocol(self)), interface="127.0.0.1"
-        )
-        self.listening.append(self.controlPort)
-        self.listening.append(globalReactor.listenUDP(0, self.udp, interface="127.0.0.1"))  # type: ignore[attr-defined]
+        self.controlPort = self.listen(lambda: FakeControlProtocol(self))
+        udp = IReactorUDP(globalReactor).listenUDP(0, self.udp, interface="127.0.0.1", maxPacketSize=8192)
+        self.listening.append(udp)
+
+    def listen(self, build: Callable[[], Protocol]) -> IListeningPort:
+        """A TCP port on 127.0.0.1 serving ``build()``-s, closed with the server."""
+        listening = IReactorTCP(globalReactor).listenTCP(0, server_factory(build), interface="127.0.0.1")
+        self.listening.append(listening)
+        return listening
 
     @property
     def port(self) -> int:
-        port: int = self.controlPort.getHost().port
-        return port
+        return port_number(self.controlPort)
 
     def listenData(self, control: FakeControlProtocol) -> int:
-        listening = globalReactor.listenTCP(  # type: ignore[attr-defined]
-            0, Factory.forProtocol(lambda: FakeDataProtocol(self, control)), interface="127.0.0.1"
-        )
-        self.listening.append(listening)
-        port: int = listening.getHost().port
-        return port
+        return port_number(self.listen(lambda: FakeDataProtocol(self, control)))
 
     def listenState(self) -> int:
-        listening = globalReactor.listenTCP(  # type: ignore[attr-defined]
-            0, Factory.forProtocol(lambda: FakeStateProtocol(self)), interface="127.0.0.1"
-        )
-        self.listening.append(listening)
-        port: int = listening.getHost().port
-        return port
+        return port_number(self.listen(lambda: FakeStateProtocol(self)))
 
     def track(self, protocol: Protocol) -> None:
         self.connections[protocol] = Deferred()
@@ -1122,7 +1134,7 @@ class FakeTiAServer:
         """Abort every accepted connection, as a crashing server would."""
         closing = list(self.connections.values())
         for protocol in list(self.connections):
-            protocol.transport.abortConnection()  # type: ignore[union-attr]
+            cast(ITCPTransport, protocol.transport).abortConnection()
         return defer.gatherResults(closing)
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import SocketTestCase, ramp_config, sleep
+from support import LogCapture, SocketTestCase, ramp_config, unsent_bytes, until
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Protocol
@@ -300,7 +300,7 @@ class WebTestCase(SocketTestCase):
     def streaming_client(self) -> Any:
         """A TiA client streaming over TCP; returns (control, its host:port)."""
         control, _ = yield self.streaming()
-        local: Any = control.transport.getHost()  # type: ignore[union-attr]
+        local: Any = control.transport.getHost()
         return control, f"{local.host}:{local.port}"
 
 
@@ -324,7 +324,6 @@ class EndpointTests(WebTestCase):
     @inlineCallbacks
     def test_status_lists_signals_and_the_streaming_client(self) -> Any:
         _, peer = yield self.streaming_client()
-        yield sleep(0.05)
         response, body = yield self.get("/status")
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
         status = json.loads(body)
@@ -417,10 +416,7 @@ class StreamTests(WebTestCase):
 
         reader.transport.stopProducing()  # the browser goes away
         yield reader.done
-        for _ in range(50):
-            if not self.web.display.browsers:
-                break
-            yield sleep(0.02)
+        yield until(lambda: not self.web.display.browsers)
         self.assertNotIn(tap, self.service.hub.subscribers)
         self.assertFalse(self.web.display._loop.running)
 
@@ -453,27 +449,26 @@ class SlowBrowserTests(WebTestCase):
     def test_a_browser_that_stops_reading_never_grows_memory(self) -> Any:
         _, _ = yield self.streaming_client()
         slow = self.unread_socket(self.web.port)
-        yield sleep(0.05)
         slow.send(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        for _ in range(50):
-            if self.web.display.browsers:
-                break
-            yield sleep(0.02)
+        yield until(lambda: bool(self.web.display.browsers))
+        browser: BrowserStream
         (browser,) = self.web.display.browsers
         (channel,) = [c for c in self.web.site.channels if c.transport is not None and c.transport.connected]
         transport: Any = channel.transport
         transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         transport.bufferSize = 16384  # pause sooner than Twisted's 64 KiB, so the test is short
         frame_size = 0
-        for _ in range(150):
-            yield sleep(0.02)
+
+        def dropping() -> bool:
+            nonlocal frame_size
             if browser.pending is not None:
                 frame_size = max(frame_size, len(browser.pending))
-            if browser.dropped > 20:
-                break
+            return browser.dropped > 20
+
+        yield until(dropping)
         self.assertTrue(browser.paused)
         self.assertGreater(browser.dropped, 20)
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        buffered = unsent_bytes(transport)
         self.assertLess(buffered, transport.bufferSize + 2 * frame_size + 1024)
         # the display never slowed the data clients down
         (control,) = self.service.factory.sessions
@@ -494,20 +489,17 @@ class TakenPortTests(unittest.TestCase):
             service.startService()
         self.assertFalse(service.clock.running)
         self.assertEqual(service.hub.ticks_sent, 0)
-        yield sleep(0.05)  # the control port closes
+        yield until(lambda: service.factory.numPorts == 0)  # the control port, bound first, closes
 
 
 class ExposureTests(unittest.TestCase):
     def test_binding_beyond_loopback_is_warned_about_and_host_names_are_then_allowed(self) -> None:
         from twisted.internet.address import IPv4Address
-        from twisted.logger import globalLogPublisher
 
         from tia.web import WebMonitor
 
         service = build_service(ramp_config(rate=RATE, blocksize=BLOCK, channels=CHANNELS))
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        log = LogCapture(self)
 
         bound = IPv4Address("TCP", "0.0.0.0", 8080)
         exposed = WebMonitor("tcp:8080:interface=0.0.0.0", service)
@@ -516,6 +508,6 @@ class ExposureTests(unittest.TestCase):
         loopback = WebMonitor("tcp:8080:interface=127.0.0.1", service)
         self.assertTrue(loopback.loopback and loopback.site.check_host)
         loopback._announce(bound)
-        warnings = [e for e in events if e.get("log_level") is not None and e["log_level"].name == "warn"]
+        warnings = [line for level, line in log.lines if level == "warn"]
         self.assertEqual(len(warnings), 1)
-        self.assertIn("not on loopback", warnings[0]["log_format"])
+        self.assertIn("not on loopback", warnings[0])
