@@ -44,6 +44,26 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time counters (USER_HZ ticks): user, nice, system, idle, iowait, irq,
+    softirq, steal, ..."""
+    return [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+class Steal:
+    """How much of the machine's CPU time the hypervisor gave to others while measuring: a
+    virtual machine's floor moves with it, so a row measured under steal reads high."""
+
+    def __enter__(self) -> Steal:
+        self._start = _cpu_times()
+        self.percent = float("nan")
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        delta = [b - a for a, b in zip(self._start, _cpu_times(), strict=False)]
+        self.percent = 100.0 * delta[7] / max(sum(delta[:8]), 1)
+
+
 def floors(seconds: float) -> dict[str, float]:
     """CPU % of each floor."""
     result = {"bare loop": measure(0, seconds)[0]}
@@ -54,27 +74,30 @@ def floors(seconds: float) -> dict[str, float]:
     return result
 
 
-def daemon_rows(clients: list[int], seconds: float, warmup: float, workers: int) -> list[Row]:
+def daemon_rows(clients: list[int], seconds: float, warmup: float, workers: int) -> list[tuple[Row, float]]:
+    """The daemon's rows, each with the steal (%) measured around it."""
     rows = []
     for count in clients:
         workload = Workload(f"C{count}", SIGNAL, count, max_connections=0)
-        rows.append(run(workload, seconds, warmup, workers))
+        with Steal() as steal:
+            row = run(workload, seconds, warmup, workers)
+        rows.append((row, steal.percent))
     return rows
 
 
-def print_repeat(index: int, floor: dict[str, float], rows: list[Row]) -> None:
+def print_repeat(index: int, floor: dict[str, float], rows: list[tuple[Row, float]]) -> None:
     sys.stdout.write(f"\nrun {index + 1}\n")
     for name, cpu in floor.items():
         sys.stdout.write(f"  floor  {name:32s} {cpu:6.1f} %\n")
-    for row in rows:
+    for row, steal in rows:
         sys.stdout.write(
             f"  daemon {row.clients:4d} clients  CPU {row.cpu_percent:6.1f} %  loss {row.loss:6d}  gaps {row.gaps:5d}"
             f"  rx {row.received_per_client / row.seconds:7.1f}/s  p99 {row.jitter_p99_ms:6.3f} ms"
-            f"  rate {row.rate_error_ppm:+6.1f} ppm  late {row.late_percent:5.2f} %\n"
+            f"  rate {row.rate_error_ppm:+6.1f} ppm  late {row.late_percent:5.2f} %  steal {steal:4.1f} %\n"
         )
 
 
-def print_medians(all_floors: list[dict[str, float]], all_rows: list[list[Row]]) -> None:
+def print_medians(all_floors: list[dict[str, float]], all_rows: list[list[tuple[Row, float]]]) -> None:
     median_floor = {name: statistics.median(f[name] for f in all_floors) for name in all_floors[0]}
     sys.stdout.write(f"\nmedians of {len(all_floors)} runs (CPU % of one core)\n")
     for name, cpu in median_floor.items():
@@ -83,8 +106,8 @@ def print_medians(all_floors: list[dict[str, float]], all_rows: list[list[Row]])
     header = (f"  {'clients':>7} {'CPU %':>6} {'ref %':>6} {'/ref':>5} {'target':>7} {'loss':>6} {'gaps':>5}"
               f" {'p99 ms':>7} {'ppm':>6}  vs floor")
     sys.stdout.write(header + "\n")
-    for index, first in enumerate(all_rows[0]):
-        rows = [runs[index] for runs in all_rows]
+    for index, (first, _) in enumerate(all_rows[0]):
+        rows = [runs[index][0] for runs in all_rows]
         cpu = statistics.median(r.cpu_percent for r in rows)
         reference = REFERENCE_CPU.get(first.clients)
         ratio = f"{cpu / reference:5.2f}" if reference else "    -"
@@ -126,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"lowend-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(
-        {"floors": all_floors, "rows": [[asdict(r) for r in rows] for rows in all_rows]}, indent=1
+        {"floors": all_floors, "rows": [[{**asdict(r), "steal_percent": steal} for r, steal in rows]
+                                        for rows in all_rows]}, indent=1
     ))
     sys.stdout.write(f"\nsaved {path}\n")
     return 0
