@@ -31,6 +31,8 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import provider
 
+from tia.client.blocking import TiAClient
+from tia.client.packet import TiAPacket
 from tia.config import ServerConfig, parse_config
 from tia.daemon import build_service
 from tia.protocol.control import Command, ControlMessage, ControlParser, ControlProtocolError, build_message
@@ -698,3 +700,25 @@ class SocketTestCase(unittest.TestCase):
         yield control.request("StartDataTransmission")
         yield collector.wait_for(packets)
         return control, collector
+
+
+def stream_blocking(
+    port: int, udp: bool, count: int = 30, check: Callable[[TiAClient], object] | None = None, **options: Any
+) -> list[TiAPacket]:
+    """``count`` packets from the server on 127.0.0.1:``port`` through the blocking client (TCP or
+    UDP, ``options`` for ``TiAClient``), stopped cleanly; ``check`` looks at the client first.
+    Blocking: run it in a thread from a trial test."""
+    with TiAClient("127.0.0.1", port, timeout=10, **options) as client:
+        if check is not None:
+            check(client)
+        if udp:
+            ok, data_port = client.cmd_get_data_connection_udp()
+            assert ok and client.start_streaming_data_udp("127.0.0.1", data_port)
+        else:
+            ok, data_port = client.cmd_get_data_connection_tcp()
+            assert ok and client.start_streaming_data_tcp("127.0.0.1", data_port)
+        packets: list[TiAPacket] = []
+        while len(packets) < count:
+            packets.extend(client.get_data())
+        assert client.stop_streaming_data()
+    return packets

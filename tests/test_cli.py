@@ -662,3 +662,16 @@ def test_recorder_rejects_foreign_packets(tmp_path: Path) -> None:
 )
 def test_record_layout(packets: int, period: Fraction, layout: tuple[int, int]) -> None:
     assert _record_layout(packets, period) == layout
+
+
+def test_monitor_counts_gaps_and_late_packets_from_the_connection_numbers() -> None:
+    from tia.client.packet import TiAPacket
+
+    eeg = by_name("eeg")
+    meta = MetaInfo(100.0, 1, (SignalInfo(eeg, 100.0, 1, ("c1",)),))
+    stats = monitor.MonitorStats(meta, late=1.0)
+    for number in (0, 1, 4, 2, 5):  # 2 and 3 missing, then 2 comes late
+        packet = DataPacket(number, number, 0, eeg.flag, {eeg.flag: np.zeros((1, 1), np.float32)})
+        stats.add(TiAPacket.from_data_packet(packet), arrival=number / 100)
+    assert (stats.sequence.gaps, stats.sequence.lost, stats.sequence.reordered) == (1, 1, 1)
+    assert stats.packets == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from support import BLOCK, CHANNELS, SocketTestCase, ramp_config, ramp_values, until
+from support import BLOCK, CHANNELS, SocketTestCase, ramp_config, ramp_values, stream_blocking, until
 from twisted.internet import reactor, threads
 from twisted.internet.defer import inlineCallbacks
 
@@ -53,22 +53,13 @@ class LiveClientTests(SocketTestCase):
 
     @inlineCallbacks
     def test_blocking_client_tcp_and_udp(self) -> Any:
+        def announces_the_ramp(client: TiAClient) -> None:
+            assert client.cmd_check_protocol_version()
+            assert client.cmd_get_metainfo()
+            assert client.metainfo is not None and client.metainfo.signal("eeg").num_channels == CHANNELS
+
         def run(udp: bool) -> list[Any]:
-            with TiAClient("127.0.0.1", self.port, timeout=10) as client:
-                assert client.cmd_check_protocol_version()
-                assert client.cmd_get_metainfo()
-                assert client.metainfo is not None and client.metainfo.signal("eeg").num_channels == CHANNELS
-                if udp:
-                    ok, port = client.cmd_get_data_connection_udp()
-                    assert ok and client.start_streaming_data_udp("127.0.0.1", port)
-                else:
-                    ok, port = client.cmd_get_data_connection_tcp()
-                    assert ok and client.start_streaming_data_tcp("127.0.0.1", port)
-                packets: list[Any] = []
-                while len(packets) < 30:
-                    packets.extend(client.get_data())
-                assert client.stop_streaming_data()
-            return packets
+            return stream_blocking(self.port, udp, check=announces_the_ramp)
 
         for udp in (False, True):
             packets = yield threads.deferToThread(run, udp)

@@ -9,7 +9,6 @@ only slower, so this test is where the change must be noticed.
 from __future__ import annotations
 
 import errno
-import socket
 from typing import Any
 
 import pytest
@@ -159,6 +158,3 @@ def test_a_broken_connection_is_left_for_twisted_to_report(code: int) -> None:
     writer_for(connection).write(HEADER, BODY)
     assert connection.written == [HEADER + BODY]  # Twisted meets the error and loses the connection
 
-
-def test_the_real_socket_class_is_what_is_checked() -> None:
-    assert TWISTED_FIELDS["socket"] is socket.socket

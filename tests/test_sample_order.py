@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from support import SocketTestCase, ramp_config, ramp_values, start_daemon, until
+from support import SocketTestCase, ramp_config, ramp_values, start_daemon, stream_blocking, until
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.testing import StringTransport
@@ -192,18 +192,7 @@ class SampleMajorDaemonTests(SocketTestCase):
     @inlineCallbacks
     def test_blocking_client_tcp_and_udp(self) -> Any:
         def run(udp: bool, order: str) -> list[Any]:
-            with TiAClient("127.0.0.1", self.port, timeout=10, sample_order=order) as client:
-                if udp:
-                    ok, port = client.cmd_get_data_connection_udp()
-                    assert ok and client.start_streaming_data_udp("127.0.0.1", port)
-                else:
-                    ok, port = client.cmd_get_data_connection_tcp()
-                    assert ok and client.start_streaming_data_tcp("127.0.0.1", port)
-                packets: list[Any] = []
-                while len(packets) < 30:
-                    packets.extend(client.get_data())
-                assert client.stop_streaming_data()
-            return packets
+            return stream_blocking(self.port, udp, sample_order=order)
 
         for udp in (False, True):
             packets = yield threads.deferToThread(run, udp, "sample-major")

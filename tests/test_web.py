@@ -21,11 +21,11 @@ from twisted.web.http_headers import Headers
 
 from tia.config import ConfigError, parse_web_endpoint
 from tia.daemon import build_service
+from tia.server.guard import endpoint_interface
 from tia.server.hub import StreamHub
 from tia.server.listener import ListenError
 from tia.sources import build_source
 from tia.tap import Options
-from tia.web import endpoint_interface
 from tia.web.display import BrowserStream, DisplayTap, _Trace, decimation_factor
 
 RATE, BLOCK, CHANNELS = 1000, 10, 4

@@ -54,7 +54,6 @@ What differs, and why:
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import logging
 import numbers
 import queue
@@ -78,6 +77,7 @@ from tia.config import ConfigError, ServerConfig, UDPConfig, validate
 from tia.protocol.metainfo import Subject
 from tia.protocol.packet import MAX_UDP_PAYLOAD, packet_size
 from tia.protocol.signals import SignalType, UnknownSignalType, by_flag
+from tia.server.guard import is_loopback
 from tia.sources.base import ChannelSpec, SourceError, SourceSpec
 from tia.sources.callback import CallbackSource
 
@@ -310,15 +310,6 @@ def _source_specs(signals: Sequence[TiASignalConfig]) -> tuple[list[TiASignalCon
             )
         )
     return ordered, specs
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _strports_quote(text: str) -> str:
@@ -613,7 +604,7 @@ class TiAServer:
             self.single_shot = single_shot
         with _RUNNING_LOCK:
             _RUNNING.add(self)
-        if not _is_loopback(interface):
+        if not is_loopback(interface):
             log.warn(
                 "TiAServer listens on {host}:{port}, beyond loopback: any host that can reach this machine "
                 "can read the signals; pass ('127.0.0.1', port) to keep them local",

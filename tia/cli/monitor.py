@@ -19,6 +19,7 @@ import numpy as np
 
 from tia.cli.common import EXIT_OK, Address, CLIError, is_tty, metainfo, packet_rate, session, start_streaming
 from tia.client.packet import TiAPacket
+from tia.client.sequence import PacketSequence
 from tia.protocol.channels import physical_unit
 from tia.protocol.metainfo import MetaInfo, SignalInfo, format_rate
 from tia.protocol.packet import SampleArray
@@ -70,12 +71,10 @@ class MonitorStats:
         self.signals = {s.flag: _SignalStats(s, history) for s in meta.signals}
         self.packets = 0
         self.window_packets = 0
-        self.gaps = 0
-        self.missing = 0
+        self.sequence = PacketSequence()  # gaps and lost packets, from the connection packet numbers
         self.late = 0
         self.unknown = 0
         self._first_id: int | None = None
-        self._last_number: int | None = None
         self._base: float | None = None
 
     def add(self, packet: TiAPacket, arrival: float) -> None:
@@ -83,10 +82,7 @@ class MonitorStats:
         self.window_packets += 1
         if self._first_id is None:
             self._first_id = packet.packet_id
-        if self._last_number is not None and packet.packet_number > self._last_number + 1:
-            self.gaps += 1
-            self.missing += packet.packet_number - self._last_number - 1
-        self._last_number = packet.packet_number
+        self.sequence.check(packet.packet_number)
         lateness = arrival - (packet.packet_id - self._first_id) * self.period
         if self._base is None or lateness < self._base:
             self._base = lateness
@@ -146,7 +142,7 @@ def render_plain(stats: MonitorStats, elapsed: float, window: float, channels: i
         )
         more = f" +{len(item.names) - channels} more" if len(item.names) > channels else ""
         lines.append(
-            f"{elapsed:7.1f} s {name:<8} {figures} gaps {stats.gaps} late {stats.late}"
+            f"{elapsed:7.1f} s {name:<8} {figures} gaps {stats.sequence.gaps} late {stats.late}"
             f" | {levels}{more}"
         )
     return lines
@@ -163,8 +159,8 @@ def render_screen(
     """The full-screen view: header, per-signal rates, a sparkline per channel."""
     lines = [
         f"tia monitor {address}  {elapsed:6.1f} s  {stats.packets} packets"
-        f" ({stats.window_packets / window:.1f}/s)  gaps {stats.gaps}"
-        f" ({stats.missing} packets)  late {stats.late}  [Ctrl-C to stop]"
+        f" ({stats.window_packets / window:.1f}/s)  gaps {stats.sequence.gaps}"
+        f" ({stats.sequence.lost} packets)  late {stats.late}  [Ctrl-C to stop]"
     ]
     for item in stats.signals.values():
         signal = item.signal

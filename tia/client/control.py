@@ -37,6 +37,7 @@ from tia.protocol.control import (
     build_message,
 )
 from tia.protocol.custom import CustomSpec, build_custom_xml
+from tia.protocol.endpoints import parse_description
 from tia.protocol.metainfo import MetaInfo, MetaInfoError
 
 __all__ = ["TiAControlProtocol", "connectTiA"]
@@ -328,14 +329,10 @@ def tls_name(endpoint: str | IStreamClientEndpoint, tls: TLSSettings) -> str:
 
 def description_host(description: str) -> str | None:
     """The host of a TCP client endpoint description, unescaped (``tcp6:\\:\\:1:9000`` -> ``::1``)."""
-    parts = [part.replace("\0", ":") for part in description.replace("\\:", "\0").split(":")]
-    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2:
+    parsed = parse_description(description)
+    if parsed.kind not in ("tcp", "tcp6"):
         return None
-    positional = [part for part in parts[1:] if "=" not in part]
-    for part in parts[1:]:
-        if part.startswith("host="):
-            return part[len("host="):] or None
-    return positional[0] if positional else None
+    return parsed.keyword("host") or (parsed.positional[0] if parsed.positional else None)
 
 
 def connectTiA(

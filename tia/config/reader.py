@@ -25,14 +25,20 @@ class ConfigError(ValueError):
         self, message: str, path: str | None = None, section: str | None = None, key: str | None = None
     ) -> None:
         self.path, self.section, self.key, self.message = path, section, key, message
-        where = []
-        if path:
-            where.append(str(path))
-        if section:
-            where.append(f"[{section}]")
-        if key:
-            where.append(key)
-        super().__init__((" ".join(where) + ": " if where else "") + message)
+        where = place(path, section, key)
+        super().__init__((where + ": " if where else "") + message)
+
+
+def place(path: str | None, section: str | None = None, key: str | None = None) -> str:
+    """Where in the configuration something was written: ``FILE [SECTION] KEY``, each part when known."""
+    where = []
+    if path:
+        where.append(str(path))
+    if section:
+        where.append(f"[{section}]")
+    if key:
+        where.append(key)
+    return " ".join(where)
 
 
 class Section:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from tia.config.extras import missing_extra
 from tia.config.model import DEFAULT_CONTROL, DEFAULT_PEER_TIMEOUT, Network, ServerConfig, TLSConfig, UDPConfig
 from tia.config.reader import ConfigError, Section
+from tia.protocol.endpoints import parse_description
 from tia.protocol.metainfo import Subject
 from tia.protocol.packet import SAMPLE_ORDERS
 
@@ -149,14 +150,7 @@ def _parse_tls(section: Section, control: str) -> TLSConfig | None:
 
 def endpoint_address(endpoint: str) -> str:
     """A server endpoint's port (TCP) or path (UNIX): its first positional argument, or ``port=`` / ``address=``."""
-    _, _, rest = endpoint.partition(":")
-    for part in rest.replace("\\:", "\0").split(":"):
-        name, equals, value = part.partition("=")
-        if not equals:
-            return part.replace("\0", ":")
-        if name in ("port", "address"):
-            return value.replace("\0", ":")
-    return ""
+    return parse_description(endpoint).first("port", "address") or ""
 
 
 def with_control_port(config: ServerConfig, port: int) -> ServerConfig:

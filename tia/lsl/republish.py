@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import TextIO
 
 from tia.client.blocking import TiAClient, TiAError
+from tia.client.sequence import Arrival, PacketSequence
 from tia.client.tls import TLSSettings
 from tia.lsl.publisher import ClockAnchor, LSLPublisher
 from tia.protocol.signals import flags_in
@@ -40,7 +41,7 @@ def republish(
     anchor = ClockAnchor(rate)
     deadline = math.inf if seconds is None else time.monotonic() + seconds
     pushed = 0
-    last_number: int | None = None
+    sequence = PacketSequence()
     try:
         while time.monotonic() < deadline:
             batch = client.get_data(timeout=timeout)
@@ -49,10 +50,10 @@ def republish(
             for packet in batch:
                 if anchor.first_id is None:
                     anchor.set(packet.packet_id, local_clock())
-                if last_number is not None and packet.packet_number > last_number + 1:
-                    err.write(f"tia lsl: {packet.packet_number - last_number - 1} packets lost before "
+                expected = sequence.expected
+                if sequence.check(packet.packet_number) is Arrival.GAP and expected is not None:
+                    err.write(f"tia lsl: {packet.packet_number - expected} packets lost before "
                               f"packet id {packet.packet_id}\n")
-                last_number = packet.packet_number
                 blocks = zip(flags_in(packet.flags), packet.arrays, strict=True)
                 publisher.push(blocks, anchor(packet.packet_id))
                 pushed += 1

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from tia.protocol.custom import CustomSignal, CustomSignalInfo
 from tia.protocol.metainfo import MetaInfo
 from tia.protocol.packet import BodyLayout, SampleArray, SignalShape
-from tia.server.tick import Subscriber, Tick, fan_out
+from tia.server.tick import Subscriber, Subscribers, Tick
 
 if TYPE_CHECKING:
     from tia.server.hub import StreamHub
@@ -178,7 +178,7 @@ class CustomStream:
     def __init__(self, custom: CustomSignalInfo, server: MetaInfo, sample_order: str = "channel-major") -> None:
         self.custom = custom
         self.metainfo = custom.metainfo(server)
-        self.targets: tuple[Subscriber, ...] = ()
+        self._targets = Subscribers()
         plans = []
         for wanted in custom.signals:
             signal = server.signal(wanted.flag)
@@ -201,17 +201,18 @@ class CustomStream:
         present, body = self.layout.encode(blocks)
         return Tick(tick.packet_id, tick.timestamp, present, body, self.layout)
 
+    @property
+    def targets(self) -> tuple[Subscriber, ...]:
+        return self._targets.members
+
     def deliver(self, ticks: Sequence[Tick]) -> None:
-        customized = [self.customize(tick) for tick in ticks]
-        for failed in fan_out(self.targets, customized):
-            self.remove(failed)
+        self._targets.deliver([self.customize(tick) for tick in ticks])
 
     def add(self, target: Subscriber) -> None:
-        if target not in self.targets:
-            self.targets = (*self.targets, target)
+        self._targets.add(target)
 
     def remove(self, target: Subscriber) -> None:
-        self.targets = tuple(t for t in self.targets if t is not target)
+        self._targets.remove(target)
 
     def __repr__(self) -> str:
         return f"<CustomStream {self.custom.describe()} for {len(self.targets)} connections>"

@@ -304,7 +304,6 @@ class UDPDestination:
         self.sender = sender
         self.address = address
         self.packets = 0
-        self.users = 0
 
     def deliver(self, ticks: Sequence[Tick]) -> None:
         """One datagram per tick, numbered for this destination."""

@@ -27,6 +27,7 @@ from twisted.logger import Logger, LogLevel
 
 from tia.config import DEFAULT_PEER_TIMEOUT, Network
 from tia.protocol.control import build_error
+from tia.protocol.endpoints import parse_description
 
 log = Logger()
 
@@ -264,31 +265,16 @@ def harden_tcp(transport: object, peer_timeout: int = DEFAULT_PEER_TIMEOUT) -> N
 
 def endpoint_interface(description: str) -> str | None:
     """The ``interface=`` of a server endpoint string; ``None`` for all interfaces, ``""`` for unix."""
-    parts: list[str] = []
-    current = ""
-    escaped = False
-    for char in description:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    if parts[0].strip().lower() == "unix":
+    parsed = parse_description(description)
+    if parsed.kind == "unix":
         return ""
-    for part in parts[1:]:
-        name, equals, value = part.partition("=")
-        if equals and name.strip() == "interface":
-            return value.strip()
-    return None
+    return parsed.keyword("interface")
 
 
-def is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is this machine only; False for None (all)."""
+    if host is None:
+        return False
     if host.lower() == "localhost":
         return True
     try:

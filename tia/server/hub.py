@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from tia.protocol.metainfo import MetaInfo, SignalInfo, Subject
 from tia.protocol.packet import BodyLayout, SampleArray, SignalShape
 from tia.protocol.signals import SignalType
-from tia.server.tick import Subscriber, Tick, fan_out
+from tia.server.tick import Subscriber, Subscribers, Tick
 from tia.sources.base import IDeviceClockedSource, ISource, SourceFinished, as_block
 
 log = Logger()
@@ -34,6 +34,7 @@ __all__ = ["HubError", "SourceHealth", "StreamHub"]
 BATCH_BYTES = 64 * 1024
 
 SOURCE_STATES = ("streaming", "waiting", "zero-filling", "failed", "finished")
+_STOPPED = frozenset({"failed", "finished"})  # its signals are no longer sent
 
 
 class HubError(ValueError):
@@ -65,7 +66,7 @@ class SourceHealth:
 class _SourceState:
     """One source, what the hub knows of it, and its block of the tick being produced."""
 
-    __slots__ = ("block", "device", "failed", "finished", "missed", "source", "waiting", "zero_filling")
+    __slots__ = ("block", "device", "missed", "source", "state")
 
     def __init__(self, source: ISource) -> None:
         self.source = source
@@ -78,26 +79,19 @@ class _SourceState:
                     "IDeviceClockedSource (its metrics())"
                 )
             self.device = source
-        self.failed = False
-        self.finished = False
-        self.zero_filling = False
-        self.waiting = False
+        self.state = "streaming"  # one of SOURCE_STATES
         self.missed = 0
         self.block: SampleArray | None = None
 
     def health(self) -> SourceHealth:
         spec = self.source.spec
-        state = (
-            "finished" if self.finished else "failed" if self.failed else "zero-filling" if self.zero_filling
-            else "waiting" if self.waiting else "streaming"
-        )
         overflow, ppm = 0, None
         if self.device is not None:
             metrics = self.device.metrics()
             overflow = int(metrics.get("dropped") or 0)
             rate_error = metrics.get("rate_error_ppm")
             ppm = None if rate_error is None else float(rate_error)
-        return SourceHealth(spec.name, spec.driver, state, self.missed, overflow, ppm)
+        return SourceHealth(spec.name, spec.driver, self.state, self.missed, overflow, ppm)
 
 
 @dataclass
@@ -132,7 +126,7 @@ class StreamHub:
         self._states = tuple(_SourceState(source) for source in sources)
         self._on_fatal = on_fatal
         self._fatal_sent = False
-        self._subscribers: tuple[Subscriber, ...] = ()
+        self._subscribers = Subscribers()
         self.ticks_sent = 0
 
         routes: dict[int, _SignalRoute] = {}
@@ -177,7 +171,7 @@ class StreamHub:
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:
-        return self._subscribers
+        return self._subscribers.members
 
     def timestamp(self, tick: int) -> int:
         """Microseconds from server start to the start of tick ``tick``, on the tick grid."""
@@ -207,19 +201,17 @@ class StreamHub:
         return tuple(state.health() for state in self._states)
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        if subscriber not in self._subscribers:
-            self._subscribers = (*self._subscribers, subscriber)
+        self._subscribers.add(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        if subscriber in self._subscribers:
-            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+        self._subscribers.remove(subscriber)
 
     # ---------------------------------------------------------------- per tick
 
     def produce(self, tick: int) -> Tick:
         """Read every source for ``tick`` and encode the body once."""
         for state in self._states:
-            state.block = None if state.failed else self._read(state, tick)
+            state.block = None if state.state in _STOPPED else self._read(state, tick)
         blocks: list[SampleArray | None] = []
         for route in self._routes:
             parts = route.parts
@@ -245,16 +237,12 @@ class StreamHub:
         batch to each subscriber in one call.
         """
         if count == 1:
-            self._deliver((self.produce(first),))
+            self._subscribers.deliver((self.produce(first),))
         else:
             end = first + count
             for start in range(first, end, self._batch_ticks):
-                self._deliver([self.produce(t) for t in range(start, min(end, start + self._batch_ticks))])
+                self._subscribers.deliver([self.produce(t) for t in range(start, min(end, start + self._batch_ticks))])
         self.ticks_sent = first + count
-
-    def _deliver(self, ticks: Sequence[Tick]) -> None:
-        for failed in fan_out(self._subscribers, ticks):
-            self.unsubscribe(failed)
 
     def _read(self, state: _SourceState, tick: int) -> SampleArray | None:
         source = state.source
@@ -266,32 +254,32 @@ class StreamHub:
                     if state.device is None:
                         raise ValueError("a periodic source returned no block")
                     state.missed += 1  # no complete block yet: absent, never invented
-                    state.waiting = True
+                    if state.state != "zero-filling":
+                        state.state = "waiting"
                     return None
             else:
                 block = as_block(spec, block)
-                state.waiting = False
         except SourceFinished as end:
             self._source_finished(state, tick, end)
             return None
         except Exception as error:
             return self._source_failed(state, tick, error)
-        if state.zero_filling:
-            state.zero_filling = False
+        if state.state == "zero-filling":
             log.info("source [{name}] delivers again at tick {tick}", name=spec.name, tick=tick)
+        state.state = "streaming"
         return block
 
     def _source_failed(self, state: _SourceState, tick: int, error: Exception) -> SampleArray | None:
         spec = state.source.spec
         if spec.on_error == "zero-fill" and not spec.aperiodic:
-            if not state.zero_filling:
-                state.zero_filling = True
+            if state.state != "zero-filling":
+                state.state = "zero-filling"
                 log.error(
                     "source [{name}] failed at tick {tick}: {error}; sending zeros until it recovers "
                     "(on_error = zero-fill)", name=spec.name, tick=tick, error=error,
                 )
             return np.zeros((len(spec.channels), spec.block_size), dtype=np.float32)
-        state.failed = True
+        state.state = "failed"
         if spec.on_error == "stop-server":
             log.critical(
                 "source [{name}] failed at tick {tick}: {error}; stopping the server "
@@ -308,7 +296,7 @@ class StreamHub:
     def _source_finished(self, state: _SourceState, tick: int, end: SourceFinished) -> None:
         """End of data (a replayed file): not an error; the source's signals stop."""
         spec = state.source.spec
-        state.failed = state.finished = True
+        state.state = "finished"
         if end.stop_server:
             log.info(
                 "source [{name}] finished at tick {tick}: {reason}; stopping the server (on_end = stop-server)",

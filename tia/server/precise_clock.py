@@ -231,10 +231,12 @@ class PreciseClock:
         return time.monotonic()
 
     def callLater(self, delay: float, callable: Callable[..., Any], *args: object, **kw: object) -> IDelayedCall:
-        self._open()  # first, so that an OSError leaves nothing half-scheduled
+        if self._timer is None:
+            self._open()  # first, so that an OSError leaves nothing half-scheduled
         call = TimedCall(self, time.monotonic() + max(0.0, delay), callable, args, kw)
         heapq.heappush(self._heap, (call.time, next(self._order), call))
-        self._arm()
+        if not self._running:  # a call scheduled by a running one (each tick's next): armed after the run
+            self._arm()
         return call
 
     def getDelayedCalls(self) -> Sequence[IDelayedCall]:

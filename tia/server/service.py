@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 import tia
 from tia.config import ServerConfig
+from tia.config.reader import place
 from tia.protocol.control import GET_SERVER_STATUS, SERVER_STATUS, ControlMessage, build_message
 from tia.server.clock import MasterClock, best_clock
 from tia.server.control import ControlCommands, ControlFactory, ControlLimits, ServerControlProtocol
@@ -101,11 +102,11 @@ class TiAService(MultiService):
             limits, self.hub.metainfo, self.data, self.state, self.commands, reactor, self.guard
         )
         self.warn_exposure = warn_exposure
-        where = f"{config.path} [server] control" if config.path else "[server] control"
+        where = place(config.path, "server", "control")
         self.control = Listener(config.control, self.listening_factory(self.factory, "control"), reactor, where)
         self.events: Listener | None = None  # [events] endpoint: posted event codes, off by default
         if config.events_endpoint is not None:
-            where = f"{config.path} [events] endpoint" if config.path else "[events] endpoint"
+            where = place(config.path, "events", "endpoint")
             self.events = Listener(config.events_endpoint, events_factory(built, self.guard), reactor, where)
         self._started_at = time.monotonic()
 

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from tia.protocol.packet import BodyLayout, PresentSignals, SampleArray, SignalShape
 
-__all__ = ["Subscriber", "Tick", "fan_out"]
+__all__ = ["Subscriber", "Subscribers", "Tick"]
 
 log = Logger()
 
@@ -31,13 +31,14 @@ class Tick:
     header and samples) as it goes on the wire, encoded once.
     """
 
-    __slots__ = ("_blocks", "_layout", "_present", "body", "packet_id", "timestamp")
+    __slots__ = ("_blocks", "_layout", "_present", "body", "flags", "packet_id", "timestamp")
 
     def __init__(
         self, packet_id: int, timestamp: int, present: PresentSignals, body: bytes, layout: BodyLayout
     ) -> None:
         self.packet_id = packet_id
         self.timestamp = timestamp
+        self.flags = present.flags  # read by every subscriber: an attribute, not a property
         self.body = body
         self._present = present
         self._layout = layout
@@ -53,10 +54,6 @@ class Tick:
         layout = BodyLayout([SignalShape(flag, *block.shape) for flag, block in blocks], sample_order)
         present, body = layout.encode([block for _, block in blocks])
         return cls(packet_id, timestamp, present, body, layout)
-
-    @property
-    def flags(self) -> int:
-        return self._present.flags
 
     @property
     def blocks(self) -> tuple[tuple[int, SampleArray], ...]:
@@ -94,14 +91,33 @@ class Subscriber(Protocol):
     def deliver(self, ticks: Sequence[Tick]) -> None: ...
 
 
-def fan_out(subscribers: Sequence[Subscriber], ticks: Sequence[Tick]) -> list[Subscriber]:
-    """Deliver ``ticks`` to each subscriber in turn. One that raises is logged and returned, for
-    the caller to drop; the others are not affected."""
-    failed = []
-    for subscriber in subscribers:
-        try:
-            subscriber.deliver(ticks)
-        except Exception:
-            log.failure("dropping subscriber {subscriber} after a send error", subscriber=subscriber)
-            failed.append(subscriber)
-    return failed
+class Subscribers:
+    """The subscribers one tick source feeds (the hub; a customized stream), in the order they came.
+
+    ``deliver`` hands the ticks to each in turn; one that raises is logged and
+    dropped, and the others are not affected.
+    """
+
+    __slots__ = ("_members",)
+
+    def __init__(self) -> None:
+        self._members: tuple[Subscriber, ...] = ()
+
+    @property
+    def members(self) -> tuple[Subscriber, ...]:
+        return self._members
+
+    def add(self, subscriber: Subscriber) -> None:
+        if not any(member is subscriber for member in self._members):
+            self._members = (*self._members, subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        self._members = tuple(member for member in self._members if member is not subscriber)
+
+    def deliver(self, ticks: Sequence[Tick]) -> None:
+        for subscriber in self._members:
+            try:
+                subscriber.deliver(ticks)
+            except Exception:
+                log.failure("dropping subscriber {subscriber} after a send error", subscriber=subscriber)
+                self.remove(subscriber)

@@ -10,7 +10,6 @@ display frames, see ``tia.web.display``).
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,8 @@ from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from tia.config.reader import place
+from tia.server.guard import endpoint_interface, is_loopback
 from tia.server.listener import Listener
 from tia.web.display import FRAME_RATE, LiveDisplay
 from tia.web.resources import MonitorSite, root_resource
@@ -29,27 +30,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-__all__ = ["WebMonitor", "attach_web", "endpoint_interface"]
-
-
-def endpoint_interface(endpoint: str) -> str | None:
-    """The ``interface=`` of a TCP endpoint string (unescaped), or None."""
-    parts = endpoint.replace("\\:", "\0").split(":")
-    for part in parts[1:]:
-        if part.startswith("interface="):
-            return part[len("interface="):].replace("\0", ":")
-    return None
-
-
-def _is_loopback(interface: str | None) -> bool:
-    if interface is None:
-        return False
-    if interface == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:
-        return False
+__all__ = ["WebMonitor", "attach_web"]
 
 
 class WebMonitor(Service):
@@ -62,10 +43,10 @@ class WebMonitor(Service):
         self.display = LiveDisplay(service.hub, service.reactor, frame_rate)
         self._started = time.monotonic()
         kind = endpoint.split(":", 1)[0]
-        self.loopback = kind in ("tcp", "tcp6") and _is_loopback(endpoint_interface(endpoint))
+        self.loopback = kind in ("tcp", "tcp6") and is_loopback(endpoint_interface(endpoint))
         root = root_resource(service, self.display, self.uptime)
         self.site = MonitorSite(root, service.reactor, check_host=self.loopback, guard=service.guard)
-        where = f"{service.config.path} [web] endpoint" if service.config.path else "--web or [web] endpoint"
+        where = place(service.config.path, "web", "endpoint") if service.config.path else "--web or [web] endpoint"
         self.listener = Listener(endpoint, self.site, service.reactor, where)
 
     def uptime(self) -> float:
